@@ -1,0 +1,327 @@
+"""The Associative Recurrent Memory Transformer (ARMT), the whole model in one file.
+
+A document is cut into segments of `segment_len` tokens. Each segment runs through a small causal
+transformer with `n_mem` learned memory tokens appended at the end. Every layer l owns an associative
+memory (A_l: d_key x d_model, z_l: d_key) that every position reads before the block and that the
+memory-token outputs write after it with a delta rule (../shared/armt.md). A and z are the only thing
+that crosses segments, so cost per segment and state size are constant in document length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+
+ARMT_VERSION = 1  # bump whenever the math changes; checkpoints of other versions are refused
+
+
+class ARMTConfig(PreTrainedConfig):
+    model_type = "armt"
+
+    def __init__(
+        self,
+        vocab_size: int = 8192,
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_ff: int = 1024,
+        segment_len: int = 128,
+        n_mem: int = 16,
+        d_mem: int = 32,
+        conv_width: int = 6,
+        norm_eps: float = 1e-5,
+        mem_eps: float = 1e-6,
+        max_answer_tokens: int = 10,
+        pad_token_id: int = 0,
+        gen_token_id: int = 1,
+        eos_token_id: int = 2,
+        armt_version: int = ARMT_VERSION,
+        **kwargs,
+    ) -> None:
+        if armt_version != ARMT_VERSION:
+            raise ValueError(
+                f"checkpoint has armt_version {armt_version}, this longqa understands only {ARMT_VERSION}"
+            )
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.d_ff = d_ff
+        self.segment_len = segment_len
+        self.n_mem = n_mem
+        self.d_mem = d_mem
+        self.conv_width = conv_width
+        self.norm_eps = norm_eps
+        self.mem_eps = mem_eps
+        self.max_answer_tokens = max_answer_tokens
+        self.gen_token_id = gen_token_id
+        self.armt_version = armt_version
+        # The output head reuses the embedding matrix directly (see ARMTModel.logits), not via HF tying.
+        kwargs["tie_word_embeddings"] = False
+        super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
+
+    @property
+    def d_key(self) -> int:
+        return 6 * self.d_mem  # DPFP with nu = 3
+
+
+@dataclass
+class MemoryState:
+    """Per-layer associative memory of a batch of documents, always fp32: A (B, L, d_key, d_model), z (B, L, d_key)."""
+
+    A: torch.Tensor
+    z: torch.Tensor
+
+    def clone(self) -> MemoryState:
+        return MemoryState(self.A.clone(), self.z.clone())
+
+    def to(self, device: torch.device | str) -> MemoryState:
+        return MemoryState(self.A.to(device), self.z.to(device))
+
+    def rows(self, index: torch.Tensor | slice | int) -> MemoryState:
+        return MemoryState(self.A[index], self.z[index])
+
+    @property
+    def batch_size(self) -> int:
+        return self.A.shape[0]
+
+
+def dpfp(x: torch.Tensor) -> torch.Tensor:
+    """Deterministic parameter-free projection, nu = 3: non-negative features of size 6 * d."""
+    r = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
+    return torch.cat([r * torch.roll(r, j, dims=-1) for j in (1, 2, 3)], dim=-1)
+
+
+class AssociativeMemory(nn.Module):
+    """Read and delta-rule write of one layer's memory; all arithmetic in fp32 (armt.md)."""
+
+    def __init__(self, cfg: ARMTConfig) -> None:
+        super().__init__()
+        self.eps = cfg.mem_eps
+        self.W_Q = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
+        self.W_K = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
+        self.W_V = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        # Zero W_V: an untrained memory reads zeros, so early training sees a plain transformer.
+        self.W_V.zero_init = True
+        self.W_beta = nn.Linear(cfg.d_model, 1)
+
+    def _lookup(self, phi: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        # An empty memory (A = 0, z = 0) returns exactly 0, so "read only once written" needs no flag.
+        return (phi @ A) / ((phi @ z.unsqueeze(-1)) + self.eps)
+
+    def read(self, h: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(h.device.type, enabled=False):
+            phi = dpfp(F.linear(h.float(), self.W_Q.weight.float()))
+            return self._lookup(phi, A, z).to(h.dtype)
+
+    def write(
+        self, m: torch.Tensor, A: torch.Tensor, z: torch.Tensor, active: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """New (A, z) after writing the memory-token outputs m (B, M, d); rows with active=False keep theirs."""
+        with torch.autocast(m.device.type, enabled=False):
+            m = m.float()
+            phi_k = dpfp(F.linear(m, self.W_K.weight.float()))  # (B, M, d_key)
+            v = F.linear(m, self.W_V.weight.float())  # (B, M, d_model)
+            beta = torch.sigmoid(F.linear(m, self.W_beta.weight.float(), self.W_beta.bias.float()))
+            v_old = self._lookup(phi_k, A, z)
+            k_norm2 = (phi_k * phi_k).sum(-1, keepdim=True)
+            # gamma: the share of this key not yet counted in z, so rewriting a key does not inflate z.
+            gamma = (1 - (phi_k @ z.unsqueeze(-1)) / (k_norm2 + self.eps)).clamp(0, 1).detach()
+            if active is not None:
+                keep = active.to(m.dtype).view(-1, 1, 1)
+                beta, gamma = beta * keep, gamma * keep
+            A = A + phi_k.transpose(1, 2) @ (beta * (v - v_old))
+            z = z + (gamma * phi_k).sum(1)
+        return A, z
+
+
+class CausalConv(nn.Module):
+    """Depthwise causal conv over token embeddings: lets a location token see its subject a few tokens back.
+
+    From-scratch models without it learned only "the last location mentioned" (lab notes)."""
+
+    def __init__(self, cfg: ARMTConfig) -> None:
+        super().__init__()
+        self.width = cfg.conv_width
+        self.conv = nn.Conv1d(cfg.d_model, cfg.d_model, cfg.conv_width, groups=cfg.d_model)
+        self.conv.zero_init = True  # starts as the identity (residual), learns its window
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        x = F.pad(e.transpose(1, 2), (self.width - 1, 0))  # zeros before the segment start
+        return e + self.conv(x).transpose(1, 2)
+
+
+class Block(nn.Module):
+    """Pre-norm block: RMSNorm, multi-head SDPA, SwiGLU. The small modern block trains stably from scratch;
+    positions are learned absolute embeddings (restarting every segment), as in the lab-notes runs."""
+
+    def __init__(self, cfg: ARMTConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.norm1 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, D = h.shape
+        q, k, v = self.qkv(self.norm1(h)).view(B, T, 3, self.n_heads, D // self.n_heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        if mask is None:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        h = h + self.proj(a.transpose(1, 2).reshape(B, T, D))
+        gate, up = self.gate_up(self.norm2(h)).chunk(2, dim=-1)
+        return h + self.down(F.silu(gate) * up)
+
+
+class ARMTModel(PreTrainedModel):
+    config_class = ARMTConfig
+    base_model_prefix = "armt"
+
+    def __init__(self, config: ARMTConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.conv = CausalConv(c)
+        self.pos = nn.Embedding(c.segment_len + c.n_mem, c.d_model)
+        self.mem_tokens = nn.Parameter(torch.zeros(c.n_mem, c.d_model))
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.memory = nn.ModuleList(AssociativeMemory(c) for _ in range(c.n_layers))
+        self.norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):
+            if getattr(module, "zero_init", False):
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, ARMTModel):
+            init.normal_(module.mem_tokens, std=0.02)
+
+    # ---- state -------------------------------------------------------------------------------
+    def new_state(self, batch: int = 1, device: torch.device | str | None = None) -> MemoryState:
+        c = self.config
+        device = device or self.embed.weight.device
+        return MemoryState(
+            torch.zeros(batch, c.n_layers, c.d_key, c.d_model, device=device),
+            torch.zeros(batch, c.n_layers, c.d_key, device=device),
+        )
+
+    # ---- forward -----------------------------------------------------------------------------
+    def _run(
+        self,
+        h: torch.Tensor,
+        mask: torch.Tensor | None,
+        state: MemoryState,
+        write_active: torch.Tensor | None,
+        write: bool,
+    ) -> tuple[torch.Tensor, MemoryState]:
+        A_new, z_new = [], []
+        for l, (block, mem) in enumerate(zip(self.blocks, self.memory)):
+            A, z = state.A[:, l], state.z[:, l]
+            h = h + mem.read(h, A, z)
+            h = block(h, mask)
+            if write:
+                A, z = mem.write(h[:, -self.config.n_mem :], A, z, write_active)
+                A_new.append(A)
+                z_new.append(z)
+        new_state = MemoryState(torch.stack(A_new, 1), torch.stack(z_new, 1)) if write else state
+        return self.norm(h), new_state
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.embed(ids))
+
+    def segment_mask(self, lengths: torch.Tensor, T: int) -> torch.Tensor:
+        """Causal mask over [segment (padded to S); memory] that hides the padding keys of each row."""
+        S = self.config.segment_len
+        i = torch.arange(T, device=lengths.device)
+        causal = i.view(1, -1) <= i.view(-1, 1)
+        key_ok = (i.view(1, -1) < lengths.view(-1, 1)) | (i.view(1, -1) >= S)
+        return (causal.unsqueeze(0) & key_ok.unsqueeze(1)).unsqueeze(1)
+
+    def read_segment(
+        self, ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, MemoryState]:
+        """One context segment for a batch: ids (B, S) right-padded, lengths (B,) real tokens per row
+        (None: all full). Returns the hidden states of the segment positions and the written state.
+        Rows with length 0 leave their memory untouched."""
+        B, S = ids.shape
+        assert S == self.config.segment_len, f"segments must be padded to {self.config.segment_len}"
+        h = torch.cat([self._embed(ids), self.mem_tokens.to(self.embed.weight.dtype).expand(B, -1, -1)], 1)
+        h = h + self.pos.weight
+        full = lengths is None
+        mask = None if full else self.segment_mask(lengths, h.shape[1])
+        active = None if full else lengths > 0
+        h, state = self._run(h, mask, state, active, write=True)
+        return h[:, :S], state
+
+    def read_only(
+        self, ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The final question segment: reads memory, writes nothing, no memory tokens. Returns hidden states."""
+        T = ids.shape[1]
+        h = self._embed(ids) + self.pos.weight[:T]
+        mask = None
+        if lengths is not None:
+            i = torch.arange(T, device=ids.device)
+            causal = i.view(1, -1) <= i.view(-1, 1)
+            mask = (causal.unsqueeze(0) & (i.view(1, 1, -1) < lengths.view(-1, 1, 1))).unsqueeze(1)
+        h, _ = self._run(h, mask, state, None, write=False)
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.embed.weight.T  # output head tied to the input embedding
+
+    @torch.inference_mode()
+    def read(self, segment_ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None) -> MemoryState:
+        """Public API: write one segment per row into `state`; returns the new state."""
+        return self.read_segment(segment_ids, state, lengths)[1]
+
+    @torch.inference_mode()
+    def answer(self, state: MemoryState, questions: list[list[int]]) -> list[list[int]]:
+        """Greedy answers (token ids, EOS excluded) for one question per state row.
+
+        Each question (ids ending in GEN) is a final segment that only reads memory."""
+        c = self.config
+        B = len(questions)
+        assert B == state.batch_size
+        seqs = [list(q) for q in questions]
+        done = [False] * B
+        for _ in range(c.max_answer_tokens):
+            lengths = torch.tensor([len(s) for s in seqs], device=state.A.device)
+            T = int(lengths.max())
+            ids = torch.full((B, T), c.pad_token_id, dtype=torch.long, device=state.A.device)
+            for b, s in enumerate(seqs):
+                ids[b, : len(s)] = torch.tensor(s, device=ids.device)
+            h = self.read_only(ids, state, lengths)
+            last = h[torch.arange(B, device=h.device), lengths - 1]
+            nxt = self.logits(last).argmax(-1).tolist()
+            for b in range(B):
+                if not done[b]:
+                    seqs[b].append(nxt[b])
+                    done[b] = nxt[b] == c.eos_token_id
+            if all(done):
+                break
+        out = []
+        for q, s in zip(questions, seqs):
+            a = s[len(q) :]
+            out.append(a[: a.index(c.eos_token_id)] if c.eos_token_id in a else a)
+        return out
+
+
+AutoConfig.register("armt", ARMTConfig)
+AutoModel.register(ARMTConfig, ARMTModel)

@@ -1,0 +1,108 @@
+"""The ONE way text becomes token ids, shared by the reader, the data generator and the trainer.
+
+Text is split into sentences by a small streaming rule-based splitter, whitespace inside a sentence is
+collapsed to single spaces, and every sentence is tokenised on its own as " " + sentence. Training
+builds haystacks sentence by sentence, so inference must cut user text the same way (armt.md: this
+matters for accuracy). The splitter is a pure function of the characters seen since the last cut, so
+feeding text in chunks of any size gives exactly the sentences of the whole text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+# A sentence ends at . ! or ? (plus up to 3 closing quotes/brackets) followed by whitespace.
+_BOUNDARY = re.compile(r"[.!?][\"'\u201d\u2019)\]]{0,3}(?=\s)")
+_SPACE = re.compile(r"\s+")
+# Longest sentence; longer runs (logs, one-line files) are cut at the last whitespace before it.
+MAX_SENTENCE_CHARS = 1000
+# A boundary needs up to 4 characters after its last kept one: cut only once they are all here.
+_LOOKAHEAD = 5
+
+PAD, GEN, EOS = "[PAD]", "[GEN]", "[EOS]"
+SPECIAL_TOKENS = [PAD, GEN, EOS]
+
+
+def normalize(sentence: str) -> str:
+    return _SPACE.sub(" ", sentence).strip()
+
+
+class SentenceSplitter:
+    """Incremental splitter: feed() chunks, get complete sentences; finish() flushes the rest."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+
+    def feed(self, chunk: str) -> list[str]:
+        self._buf += chunk
+        return self._drain(final=False)
+
+    def finish(self) -> list[str]:
+        out = self._drain(final=True)
+        rest = normalize(self._buf)
+        self._buf = ""
+        return out + ([rest] if rest else [])
+
+    def _drain(self, final: bool) -> list[str]:
+        out: list[str] = []
+        buf = self._buf
+        start = 0
+        while True:
+            # Leading whitespace never belongs to a sentence.
+            while start < len(buf) and buf[start].isspace():
+                start += 1
+            m = _BOUNDARY.search(buf, start, start + MAX_SENTENCE_CHARS + _LOOKAHEAD)
+            if m and m.end() - start <= MAX_SENTENCE_CHARS:
+                end = m.end()
+            elif len(buf) - start > MAX_SENTENCE_CHARS + (0 if final else _LOOKAHEAD):
+                window = buf[start : start + MAX_SENTENCE_CHARS]
+                cut = max(window.rfind(" "), window.rfind("\n"), window.rfind("\t"))
+                end = start + (cut if cut > 0 else MAX_SENTENCE_CHARS)
+            else:
+                break
+            sentence = normalize(buf[start:end])
+            if sentence:
+                out.append(sentence)
+            start = end
+        self._buf = buf[start:]
+        return out
+
+
+def split_sentences(text: str) -> list[str]:
+    splitter = SentenceSplitter()
+    return splitter.feed(text) + splitter.finish()
+
+
+def encode_sentences(tokenizer: Tokenizer, sentences: list[str]) -> list[list[int]]:
+    """Token ids of each (already normalised) sentence, tokenised independently."""
+    if not sentences:
+        return []
+    return [e.ids for e in tokenizer.encode_batch([" " + s for s in sentences], add_special_tokens=False)]
+
+
+def encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
+    return [i for ids in encode_sentences(tokenizer, split_sentences(text)) for i in ids]
+
+
+def encode_stream(tokenizer: Tokenizer, chunks: Iterable[str], batch: int = 256) -> Iterator[list[int]]:
+    """Token ids of a text given in chunks; yields lists of ids (one per group of sentences)."""
+    splitter = SentenceSplitter()
+    pending: list[str] = []
+    for chunk in chunks:
+        pending += splitter.feed(chunk)
+        if len(pending) >= batch:
+            yield [i for ids in encode_sentences(tokenizer, pending) for i in ids]
+            pending = []
+    pending += splitter.finish()
+    if pending:
+        yield [i for ids in encode_sentences(tokenizer, pending) for i in ids]
+
+
+def question_ids(tokenizer: Tokenizer, question: str) -> list[int]:
+    """A question is one normalised sentence followed by GEN, exactly as in training."""
+    return encode_sentences(tokenizer, [normalize(question)])[0] + [tokenizer.token_to_id(GEN)]

@@ -1,0 +1,34 @@
+"""Byte-level BPE tokenizer, trained by our own code with `tokenizers` and saved beside the weights."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from .text import SPECIAL_TOKENS
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192) -> Tokenizer:
+    """Train on an iterator of texts; special tokens get ids 0.. in SPECIAL_TOKENS order (PAD=0, GEN=1, EOS=2)."""
+    tok = Tokenizer(models.BPE())
+    # We add the leading space ourselves (text.encode_sentences), so the pre-tokenizer must not.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    return Tokenizer.from_file(str(path))
+
+
+def decode(tokenizer: Tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
