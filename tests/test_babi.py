@@ -1,0 +1,301 @@
+"""bAbI simulators, checked against an answer checker that shares no code with longqa.babi."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from longqa import babi
+
+# The templates of /work/shared/babilong.md, written out again here on purpose.
+NAMES = "John|Mary|Sandra|Daniel"
+NAMES5 = "Bill|Fred|Jeff|Mary"
+ROOM = "bathroom|bedroom|garden|hallway|kitchen|office"
+OBJ = "apple|football|milk"
+MOVES = ["moved to", "went to", "went back to", "journeyed to", "travelled to"]
+GETS = ["got", "grabbed", "picked up", "took"]
+DROPS = ["dropped", "discarded", "left", "put down"]
+GIVES = ["gave", "handed", "passed"]
+DIRS = "north|south|east|west"
+
+
+def fact_res(names: str) -> dict[str, re.Pattern[str]]:
+    return {
+        "move": re.compile(rf"({names}) (?:{'|'.join(MOVES)}) the ({ROOM})\."),
+        "get": re.compile(rf"({names}) (?:{'|'.join(GETS)}) the ({OBJ}) there\."),
+        "drop": re.compile(rf"({names}) (?:{'|'.join(DROPS)}) the ({OBJ})\."),
+        "give": re.compile(rf"({names}) (?:{'|'.join(GIVES)}) the ({OBJ}) to ({names})\."),
+    }
+
+
+FACTS = fact_res(NAMES)
+FACTS5 = fact_res(NAMES5)
+RELATION = re.compile(rf"The ({ROOM}) is ({DIRS}) of the ({ROOM})\.")
+Q_WHERE_P = re.compile(rf"Where is ({NAMES})\?")
+Q_WHERE_O = re.compile(rf"Where is the ({OBJ})\?")
+Q_BEFORE = re.compile(rf"Where was the ({OBJ}) before the ({ROOM})\?")
+Q_REL_OF = re.compile(rf"What is the ({ROOM}) ({DIRS}) of\?")
+Q_DIR_OF = re.compile(rf"What is ({DIRS}) of the ({ROOM})\?")
+Q5 = {
+    "what_did": re.compile(rf"What did ({NAMES5}) give to ({NAMES5})\?"),
+    "who_gave_to": re.compile(rf"Who gave the ({OBJ}) to ({NAMES5})\?"),
+    "who_did": re.compile(rf"Who did ({NAMES5}) give the ({OBJ}) to\?"),
+    "who_gave": re.compile(rf"Who gave the ({OBJ})\?"),
+    "who_received": re.compile(rf"Who received the ({OBJ})\?"),
+}
+BACK = {"north": "south", "south": "north", "east": "west", "west": "east"}
+
+
+class Replay:
+    """Re-simulates parsed facts, asserting that every action was legal."""
+
+    def __init__(self, task: str) -> None:
+        self.res = FACTS5 if task == "qa5" else FACTS
+        self.allowed = {"qa1": {"move"}, "qa2": {"move", "get", "drop"}, "qa3": {"move", "get", "drop"}}.get(
+            task, {"move", "get", "drop", "give"}
+        )
+        self.where: dict[str, str] = {}
+        self.held_by: dict[str, str] = {}
+        self.obj_room: dict[str, str] = {}
+        self.trail: dict[str, list[str]] = {}
+        self.gives: list[tuple[str, str, str]] = []
+
+    def see(self, obj: str, room: str) -> None:
+        self.obj_room[obj] = room
+        t = self.trail.setdefault(obj, [])
+        if not t or t[-1] != room:
+            t.append(room)
+
+    def fact(self, f: str) -> None:
+        kinds = [(k, m.groups()) for k, rx in self.res.items() if (m := rx.fullmatch(f))]
+        assert len(kinds) == 1, f"fact matches no allowed template: {f!r}"
+        kind, g = kinds[0]
+        assert kind in self.allowed, f
+        if kind == "move":
+            p, room = g
+            assert self.where.get(p) != room, f
+            self.where[p] = room
+            for o, h in self.held_by.items():
+                if h == p:
+                    self.see(o, room)
+        elif kind == "get":
+            p, o = g
+            assert p in self.where and o not in self.held_by, f
+            assert self.obj_room.get(o, self.where[p]) == self.where[p], f
+            self.held_by[o] = p
+            self.see(o, self.where[p])
+        elif kind == "drop":
+            p, o = g
+            assert self.held_by.get(o) == p, f
+            del self.held_by[o]
+        else:
+            p, o, q = g
+            assert self.held_by.get(o) == p and q != p and self.where.get(q) == self.where[p], f
+            self.held_by[o] = q
+            self.gives.append((p, o, q))
+
+    def answer(self, task: str, question: str) -> str:
+        if task == "qa1":
+            (p,) = Q_WHERE_P.fullmatch(question).groups()
+            return self.where[p]
+        if task == "qa2":
+            (o,) = Q_WHERE_O.fullmatch(question).groups()
+            return self.obj_room[o]
+        if task == "qa3":
+            o, room = Q_BEFORE.fullmatch(question).groups()
+            t = self.trail[o]
+            i = len(t) - 1 - t[::-1].index(room)
+            assert i >= 1, "question about a room the object was never carried into"
+            return t[i - 1]
+        forms = [(k, m.groups()) for k, rx in Q5.items() if (m := rx.fullmatch(question))]
+        assert len(forms) == 1, question
+        kind, g = forms[0]
+        match = {
+            "what_did": lambda p, o, q: (p, q) == g,
+            "who_gave_to": lambda p, o, q: (o, q) == g,
+            "who_did": lambda p, o, q: (p, o) == g,
+            "who_gave": lambda p, o, q: (o,) == g,
+            "who_received": lambda p, o, q: (o,) == g,
+        }[kind]
+        p, o, q = [x for x in self.gives if match(*x)][-1]  # the latest matching give
+        return {"what_did": o, "who_gave_to": p, "who_did": q, "who_gave": p, "who_received": q}[kind]
+
+
+def qa4_answer(facts: list[str], question: str) -> str:
+    nb: dict[tuple[str, str], str] = {}  # (room, dir) -> room directly in that direction
+    for f in facts:
+        x, d, y = RELATION.fullmatch(f).groups()
+        for key, val in (((y, d), x), ((x, BACK[d]), y)):
+            assert nb.setdefault(key, val) == val, facts
+    rooms = {r for key in nb for r in (key[0], nb[key])}
+    assert len(rooms) == len(facts) + 1  # a line: each fact adds one room
+    assert len({d for _, d in nb} & {"north", "south"}) == 0 or len({d for _, d in nb} & {"east", "west"}) == 0
+    if m := Q_DIR_OF.fullmatch(question):
+        d, room = m.groups()
+        return nb[(room, d)]
+    room, d = Q_REL_OF.fullmatch(question).groups()
+    return nb[(room, BACK[d])]
+
+
+SEEDS = range(4)
+PER_SEED = 500
+
+
+def samples(task: str, seed: int, n: int = PER_SEED) -> list[babi.Sample]:
+    rng = random.Random(seed)
+    return [babi.generate(task, rng) for _ in range(n)]
+
+
+@pytest.mark.parametrize("task", babi.TASKS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_answers_follow_from_facts(task: str, seed: int) -> None:
+    lengths = []
+    for s in samples(task, seed):
+        assert s.task == task
+        if task == "qa4":
+            assert len(s.facts) == 2
+            assert s.answer == qa4_answer(s.facts, s.question)
+        else:
+            r = Replay(task)
+            for f in s.facts:
+                r.fact(f)
+            assert s.answer == r.answer(task, s.question), (s.facts, s.question)
+        if task == "qa5":
+            last = max(i for i, f in enumerate(s.facts) if FACTS5["give"].fullmatch(f))
+            assert len(s.facts) - 1 - last <= 5
+        assert s.answer in babi.LABELS[task]
+        assert s.answer.lower() not in s.question.lower().replace("?", "").split()
+        assert babi.score(task, s.question, f"The answer is {s.answer}.", s.answer)
+        lengths.append(len(s.facts))
+    lo, hi = {"qa1": (2, 10), "qa2": (2, 70), "qa3": (10, 100), "qa4": (2, 2), "qa5": (1, 200)}[task]
+    assert lo <= min(lengths) and max(lengths) <= hi
+    if task in ("qa2", "qa3"):
+        assert max(lengths) - min(lengths) > 30  # lengths vary
+
+
+@pytest.mark.parametrize("task", babi.TASKS)
+def test_question_forms_all_used(task: str) -> None:
+    qs = [s.question for s in samples(task, 7, 400)]
+    if task == "qa4":
+        assert any(Q_REL_OF.fullmatch(q) for q in qs) and any(Q_DIR_OF.fullmatch(q) for q in qs)
+        assert {q.split()[2] if Q_DIR_OF.fullmatch(q) else q.split()[4] for q in qs} == set(DIRS.split("|"))
+    if task == "qa5":
+        for rx in Q5.values():
+            assert any(rx.fullmatch(q) for q in qs), rx.pattern
+
+
+@pytest.mark.parametrize("task", babi.TASKS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_dense_stream_answers(task: str, seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(50):
+        n = rng.randint(1, 80)
+        items = babi.dense_stream(task, rng, n)
+        assert sum(isinstance(x, str) for x in items) == n
+        run = 0  # facts since the last question
+        asked = False
+        r = Replay(task)
+        story: list[str] = []  # QA4: facts of the current two-fact story
+        for item in items:
+            if isinstance(item, str):
+                if task == "qa4":
+                    if run == 0:  # a fact after a question starts a new, independent story
+                        story = []
+                    story.append(item)
+                else:
+                    r.fact(item)
+                run += 1
+                # Once something is determined it stays so: a question follows every 1–3 facts.
+                assert not asked or run <= 3
+            else:
+                q, a = item
+                expected = qa4_answer(story, q) if task == "qa4" else r.answer(task, q)
+                assert a == expected, (items, item)
+                run, asked = 0, True
+        if task == "qa4":
+            assert isinstance(items[-1], tuple)
+
+
+def test_dense_stream_has_questions() -> None:
+    for task in babi.TASKS:
+        items = babi.dense_stream(task, random.Random(3), 300)
+        assert sum(isinstance(x, tuple) for x in items) >= 300 // 3 // 2, task
+
+
+def test_qa4_dense_is_series_of_short_stories() -> None:
+    items = babi.dense_stream("qa4", random.Random(0), 40)
+    blocks, run = [], 0
+    for x in items:
+        if isinstance(x, str):
+            run += 1
+        elif run:
+            blocks.append(run)
+            run = 0
+    assert blocks == [2] * 20
+
+
+@pytest.mark.parametrize("task", babi.TASKS)
+def test_seed_determinism(task: str) -> None:
+    assert samples(task, 11, 50) == samples(task, 11, 50)
+    assert samples(task, 11, 50) != samples(task, 12, 50)
+    assert babi.dense_stream(task, random.Random(5), 40) == babi.dense_stream(task, random.Random(5), 40)
+
+
+def test_global_rng_untouched() -> None:
+    random.seed(123)
+    before = random.getstate()
+    for task in babi.TASKS:
+        babi.generate(task, random.Random(0))
+        babi.dense_stream(task, random.Random(0), 20)
+    assert random.getstate() == before
+
+
+def test_verbs_all_appear_roughly_equally() -> None:
+    facts = [f for task in ("qa2", "qa5") for s in samples(task, 0, 300) for f in s.facts]
+    for verbs in (MOVES, GETS, DROPS, GIVES):
+        counts = Counter(v for f in facts for v in verbs if re.fullmatch(rf"\w+ {v} the .*", f))
+        assert set(counts) == set(verbs), counts
+        mean = sum(counts.values()) / len(verbs)
+        assert all(abs(c - mean) < 0.2 * mean for c in counts.values()), counts
+
+
+def test_unknown_task() -> None:
+    with pytest.raises(ValueError):
+        babi.generate("qa6", random.Random(0))
+    with pytest.raises(ValueError):
+        babi.dense_stream("qa6", random.Random(0), 5)
+
+
+def test_labels() -> None:
+    rooms = tuple(ROOM.split("|"))
+    assert all(babi.LABELS[t] == rooms for t in ("qa1", "qa2", "qa3", "qa4"))
+    assert set(babi.LABELS["qa5"]) == {"Bill", "Fred", "Jeff", "Mary", "apple", "football", "milk"}
+
+
+@pytest.mark.parametrize(
+    "task, question, answer, expected, ok",
+    [
+        ("qa1", "Where is Mary?", "kitchen.", "kitchen", True),
+        ("qa1", "Where is Mary?", "Kitchen", "kitchen", True),
+        ("qa1", "Where is Mary?", "kitchen or garden", "kitchen", False),
+        ("qa1", "Where is Mary?", "The kitchen. Garden", "kitchen", True),
+        ("qa1", "Where is Mary?", "garden. kitchen", "kitchen", False),
+        ("qa1", "Where is Mary?", "I do not know", "kitchen", False),
+        ("qa1", "Where is Mary?", "", "kitchen", False),
+        ("qa1", "Where is Mary?", "the kitchens", "kitchen", False),  # labels count as whole words
+        ("qa3", "Where was the milk before the office?", "office then kitchen", "kitchen", True),
+        ("qa3", "Where was the milk before the office?", "Before the office it was in the kitchen.", "kitchen", True),
+        ("qa4", "What is north of the garden?", "The hallway is north of the garden", "hallway", True),
+        ("qa4", "What is north of the garden?", "office", "hallway", False),
+        ("qa5", "Who gave the apple to Fred?", "Bill gave the apple to Fred.", "Bill", True),
+        ("qa5", "What did Bill give to Fred?", "Bill gave Fred the milk", "milk", True),
+        ("qa5", "What did Bill give to Fred?", "the milk and the apple", "milk", False),
+        ("qa5", "Who received the football?", "MARY", "Mary", True),
+        ("qa5", "Who received the football?", "kitchen", "Mary", False),
+    ],
+)
+def test_score(task: str, question: str, answer: str, expected: str, ok: bool) -> None:
+    assert babi.score(task, question, answer, expected) is ok
