@@ -60,8 +60,15 @@ def default_model_dir() -> Path:
 
 
 def model_dir(option: str | None) -> Path:
-    chosen = option or os.environ.get("LONGQA_MODEL")
-    return Path(chosen) if chosen else default_model_dir()
+    if option:
+        return Path(option)
+    env = os.environ.get("LONGQA_MODEL")
+    if not env:
+        return default_model_dir()
+    if not Path(env).is_dir():
+        # Say where the path came from: the user may not remember having set the variable.
+        raise InputError(f"LONGQA_MODEL={env} is not a model directory; fix or unset it, or pass --model DIR")
+    return Path(env)
 
 
 def make_engine(model: str | None, device: str):
@@ -112,9 +119,13 @@ class Reporter:
             rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
             self.progress.update(self.task, tokens=self.tokens, rate=rate)
 
-    def done(self, tokens: int, what: str) -> float:
+    def stop(self) -> None:
         if self.progress:
             self.progress.stop()
+            self.progress = None
+
+    def done(self, tokens: int, what: str) -> float:
+        self.stop()
         seconds = time.perf_counter() - self.start
         info(f"{what}: {tokens:,} tokens in {seconds:.2f} s ({tokens / max(seconds, 1e-9):,.0f} tokens/s)", self.quiet)
         return seconds
@@ -155,9 +166,10 @@ def read_sources(engine, memory, sources: list[str], quiet: bool) -> None:
     before = memory.tokens
     rep = Reporter(total_size(docs), quiet)
     engine.read([memory], [docs], rep.on_bytes, rep.on_tokens)
-    rep.done(memory.tokens - before, "read")
     if memory.tokens == before:
+        rep.stop()  # no stats line: the error must be the only thing said
         raise InputError(f"empty input: no text in {', '.join(sources)}")
+    rep.done(memory.tokens - before, "read")
 
 
 def load_memory(engine, path: str):
@@ -176,8 +188,10 @@ def emit(question: str, answer: str, as_json: bool, extra: dict) -> None:
     if as_json:
         print(json.dumps({"question": question, "answer": answer, **extra}, ensure_ascii=False), flush=True)
     else:
+        # One line per answer, whatever the model generated: line breaks or tabs would break the
+        # one-answer-per-line contract and the tab-separated `--each` output.
         prefix = f"{extra['source']}\t" if "source" in extra and extra.get("each") else ""
-        print(f"{prefix}{answer}", flush=True)
+        print(f"{prefix}{' '.join(answer.split())}", flush=True)
 
 
 @app.command()
@@ -197,6 +211,9 @@ def ask(
     from . import state
 
     qs = collect_questions(questions, questions_file, source)
+    if each and (memory or save):
+        # Silently ignoring them would leave the user without the STATE they asked for.
+        raise InputError(f"--each reads every file on its own: it cannot be combined with {'--memory' if memory else '--save'}")
     check_exists([source] + ([memory] if memory else []))
     engine = make_engine(model, device)
     if each:
@@ -254,11 +271,150 @@ def memorize(
     if sources.count("-") > 1:
         raise InputError("standard input '-' can be given only once")
     check_exists(sources + ([memory] if memory else []))
+    for s in sources:
+        if s != "-" and state.is_state_file(s):  # it would be read as (binary) text
+            raise InputError(f"{s} is a saved memory, not text: give it with --memory {s}")
     engine = make_engine(model, device)
     mem = load_memory(engine, memory) if memory else engine.new_memory()
     read_sources(engine, mem, sources, quiet)
     state.save(save, mem, engine.fingerprint)
     info(f"saved memory of {mem.tokens:,} tokens to {save}", quiet)
+
+
+def _lengths(spec: str) -> list[int]:
+    from .haystack import parse_length
+
+    try:
+        return [parse_length(x) for x in spec.split(",") if x.strip()]
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def _tasks(spec: str) -> list[str]:
+    from .babi import TASKS
+
+    tasks = [t.strip().lower() for t in spec.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise InputError(f"unknown task {', '.join(bad) or spec!r}: choose from {', '.join(TASKS)}")
+    return tasks
+
+
+NOISE_SAMPLE = str(Path(__file__).resolve().parent / "data" / "noise-sample.txt")
+NoiseOpt = Annotated[
+    Optional[list[str]], typer.Option("--noise", help="Noise text files (one paragraph per line; .xz/.gz ok). Default: the shipped held-out sample.")
+]
+
+
+@app.command()
+def generate(
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the haystack text.")],
+    task: Annotated[str, typer.Option("--task", help="qa1 ... qa5")] = "qa1",
+    length: Annotated[str, typer.Option("--length", help="Context tokens: 0K, 4K, 128K, 1M ... or a number.")] = "4K",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    noise: NoiseOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print question and answer as JSON.")] = False,
+    model: ModelOpt = None,
+) -> None:
+    """Write a BABILong-style haystack (a bAbI story hidden in real text); print its question and answer."""
+    import random
+
+    from . import babi
+    from .engine import load_checkpoint
+    from .haystack import NoiseBank, build, to_text
+
+    (task_,) = _tasks(task)
+    (n_tokens,) = _lengths(length)
+    _, tokenizer = load_checkpoint(model_dir(model))
+    rng = random.Random(f"{seed}-{task_}-{n_tokens}")
+    sample = babi.generate(task_, rng)
+    bank = NoiseBank(noise or [NOISE_SAMPLE], tokenizer) if n_tokens else None
+    hay = build(sample, bank, tokenizer, n_tokens, rng)
+    from .state import write_atomic
+
+    write_atomic(output, to_text(hay).encode("utf-8"))
+    if as_json:
+        print(json.dumps({"task": task_, "length": n_tokens, "seed": seed, "tokens": hay.n_tokens,
+                          "question": hay.question, "answer": hay.answer, "file": output}))
+    else:
+        print(hay.question)
+        print(hay.answer)
+
+
+@app.command("eval")
+def eval_(
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks.")] = "qa1,qa2,qa3,qa4,qa5",
+    lengths: Annotated[str, typer.Option("--lengths", help="Comma-separated context lengths.")] = "0K,1K,4K",
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Documents per task and length.")] = 100,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch: Annotated[int, typer.Option("--batch", help="Documents per forward.")] = 64,
+    noise: NoiseOpt = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    plot_out: Annotated[Optional[str], typer.Option("--plot", help="Also draw accuracy vs length to this PNG.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Accuracy per task and length on generated BABILong-style documents (BABILong scoring)."""
+    from rich.console import Console
+
+    from .evaluate import evaluate, length_name, plot, table, write_json
+
+    task_list, length_list = _tasks(tasks), _lengths(lengths)
+    if samples < 1:
+        raise InputError("--samples must be at least 1")
+    engine = make_engine(model, device)
+    on_cell = lambda c: info(  # noqa: E731
+        f"{c.task} {length_name(c.length)}: {100 * c.accuracy:.1f}% (shortcut {100 * c.last_mentioned:.0f}%, "
+        f"{c.mean_tokens:,.0f} tokens, {c.seconds:.1f} s)", quiet)
+    cells = evaluate(engine, noise or [NOISE_SAMPLE], task_list, length_list, samples, seed, batch, on_cell)
+    Console().print(table(cells))
+    meta = {"model": str(model_dir(model)), "device": str(engine.device), "noise": noise or [NOISE_SAMPLE], "seed": seed}
+    if json_out:
+        write_json(cells, json_out, meta)
+    if plot_out:
+        plot(cells, plot_out, f"{Path(meta['model']).name} on {', '.join(Path(n).name for n in meta['noise'])}")
+
+
+@app.command()
+def train(
+    config: Annotated[str, typer.Argument(help="Training config JSON (see training/).")],
+    max_minutes: Annotated[float, typer.Option("--max-minutes", help="Stop (and checkpoint) after this long.")] = 8.0,
+) -> None:
+    """Train or resume a checkpoint; run under torchrun for several GPUs."""
+    from .train import TrainConfig, plot_log
+    from .train import train as run
+
+    cfg = TrainConfig.from_json(config)
+    run(cfg, max_minutes, log=lambda line: print(line, file=sys.stderr, flush=True))
+    log = Path(cfg.out) / "log.jsonl"
+    if log.is_file() and os.environ.get("RANK", "0") == "0":
+        plot_log(log, Path(cfg.out) / "train.png")
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Training checkpoint folder (the config's 'out').")],
+    output: Annotated[str, typer.Argument(help="Model directory to write (config.json, model.safetensors, tokenizer.json).")],
+) -> None:
+    """Turn a training checkpoint into a model directory that `--model` accepts."""
+    from .train import export as run_export
+
+    if not (Path(run) / "trainer.json").is_file():
+        raise InputError(f"{run} is not a training checkpoint (no trainer.json)")
+    run_export(Path(run), Path(output))
+
+
+@app.command()
+def tokenizer(
+    noise: Annotated[list[str], typer.Option("--noise", help="Training noise files.")],
+    output: Annotated[str, typer.Option("--output", "-o")],
+    vocab: Annotated[int, typer.Option("--vocab")] = 4096,
+) -> None:
+    """Train the byte-level BPE tokenizer on training noise plus generated bAbI stories."""
+    from .tokenizer import train_babilong_tokenizer
+
+    train_babilong_tokenizer(noise, vocab).save(output)
 
 
 def version_callback(value: bool) -> None:
@@ -290,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="longqa", standalone_mode=False)
+        if result == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130) before it reaches us
+            print("longqa: interrupted", file=sys.stderr)
         return result if isinstance(result, int) else 0
     except LongQAError as e:
         print(f"longqa: error: {e}", file=sys.stderr)

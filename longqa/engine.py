@@ -7,7 +7,7 @@ pass (`ask --each`, `eval`); a single document is the batch-of-one case of the s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -91,16 +91,18 @@ class Engine:
     def new_memory(self) -> Memory:
         return Memory(self.model.new_state(1, self.device))
 
-    def _segments(self, memory: Memory, docs: list[Document], progress: Progress | None) -> Iterator[list[int]]:
+    def _segments(self, memory: Memory, ids: Iterable[list[int]]) -> Iterator[list[int]]:
         seg = Segmenter(self.config.segment_len, memory.pending)
-        for doc in docs:
-            for ids in token_stream(self.tokenizer, doc, progress):
-                memory.tokens += len(ids)
-                yield from seg.push(ids)
-            memory.sources.append(doc.name)
+        for piece in ids:
+            memory.tokens += len(piece)
+            yield from seg.push(piece)
         memory.pending = seg.pending
 
-    @torch.inference_mode()
+    def _doc_ids(self, memory: Memory, docs: list[Document], progress: Progress | None) -> Iterator[list[int]]:
+        for doc in docs:
+            yield from token_stream(self.tokenizer, doc, progress)
+            memory.sources.append(doc.name)
+
     def read(
         self,
         memories: list[Memory],
@@ -108,8 +110,18 @@ class Engine:
         progress: Progress | None = None,
         on_tokens: Callable[[int], None] | None = None,
     ) -> None:
-        """Read docs[i] (in order) into memories[i], all rows in lockstep, one segment per row per step."""
-        streams = [self._segments(m, d, progress) for m, d in zip(memories, docs)]
+        """Read docs[i] (in order) into memories[i]."""
+        self.read_ids(memories, [self._doc_ids(m, d, progress) for m, d in zip(memories, docs)], on_tokens)
+
+    @torch.inference_mode()
+    def read_ids(
+        self,
+        memories: list[Memory],
+        ids: list[Iterable[list[int]]],
+        on_tokens: Callable[[int], None] | None = None,
+    ) -> None:
+        """Read token-id streams into memories, all rows in lockstep, one segment per row per step."""
+        streams = [self._segments(m, i) for m, i in zip(memories, ids)]
         state = MemoryState(
             torch.cat([m.state.A for m in memories]).to(self.device), torch.cat([m.state.z for m in memories]).to(self.device)
         )
@@ -124,12 +136,12 @@ class Engine:
             live = rows
             if not rows:
                 break
-            ids = torch.tensor(batch, device=self.device)
+            seg_ids = torch.tensor(batch, device=self.device)
             idx = torch.tensor(rows, device=self.device)
-            new = self.model.read(ids, state.rows(idx))
+            new = self.model.read(seg_ids, state.rows(idx))
             state.A[idx], state.z[idx] = new.A, new.z
             if on_tokens:
-                on_tokens(ids.numel())
+                on_tokens(seg_ids.numel())
         for i, m in enumerate(memories):
             m.state = state.rows(slice(i, i + 1))
 
@@ -145,18 +157,25 @@ class Engine:
         return self.model.read(ids, state, torch.tensor([len(memory.pending)], device=self.device))
 
     # ---- answering ---------------------------------------------------------------------------
-    @torch.inference_mode()
     def answer(self, memories: list[Memory], questions: list[str]) -> list[list[str]]:
-        """answers[d][q] for every memory d and question q, many (memory, question) pairs per forward."""
-        qids = [question_ids(self.tokenizer, q) for q in questions]
-        states = [self._flushed(m) for m in memories]
-        pairs = [(d, q) for d in range(len(memories)) for q in range(len(questions))]
-        out: list[list[str]] = [[""] * len(questions) for _ in memories]
+        """answers[d][q] for every memory d and question q."""
+        flat = self.answer_pairs([(m, q) for m in memories for q in questions])
+        n = len(questions)
+        return [flat[d * n : (d + 1) * n] for d in range(len(memories))]
+
+    @torch.inference_mode()
+    def answer_pairs(self, pairs: list[tuple[Memory, str]]) -> list[str]:
+        """One answer per (memory, question) pair, many pairs per forward."""
+        qids = {q: question_ids(self.tokenizer, q) for _, q in pairs}
+        flushed: dict[int, MemoryState] = {}
+        for m, _ in pairs:
+            if id(m) not in flushed:
+                flushed[id(m)] = self._flushed(m)
+        out: list[str] = []
         for start in range(0, len(pairs), ANSWER_BATCH):
             chunk = pairs[start : start + ANSWER_BATCH]
             state = MemoryState(
-                torch.cat([states[d].A for d, _ in chunk]), torch.cat([states[d].z for d, _ in chunk])
+                torch.cat([flushed[id(m)].A for m, _ in chunk]), torch.cat([flushed[id(m)].z for m, _ in chunk])
             )
-            for (d, q), ids in zip(chunk, self.model.answer(state, [qids[q] for _, q in chunk])):
-                out[d][q] = decode(self.tokenizer, ids)
+            out += [decode(self.tokenizer, ids) for ids in self.model.answer(state, [qids[q] for _, q in chunk])]
         return out

@@ -90,8 +90,9 @@ class _Counting:
 
 def read_chunks(doc: Document, progress: Progress | None = None) -> Iterator[str]:
     """Decoded text of one document, in chunks of about CHUNK_BYTES."""
+    is_stdin = doc.name == "-"
     try:
-        raw: BinaryIO = sys.stdin.buffer if doc.name == "-" else open(doc.name, "rb")
+        raw: BinaryIO = sys.stdin.buffer if is_stdin else open(doc.name, "rb")
     except FileNotFoundError:
         raise InputError(f"no such file: {doc.name}") from None
     except IsADirectoryError:
@@ -121,7 +122,9 @@ def read_chunks(doc: Document, progress: Progress | None = None) -> Iterator[str
             raise RuntimeFailure(f"cannot read {doc.name}: {e.strerror or e}") from None
         raise InputError(f"{doc.name}: damaged or truncated {kind} data ({e})") from None
     finally:
-        if raw is not sys.stdin.buffer:
+        # Decide by the name, not by looking at sys.stdin: reading a regular file must not depend on
+        # it, and it may be None (process started with stdin closed) or lack .buffer (embedding).
+        if not is_stdin:
             raw.close()
 
 

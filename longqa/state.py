@@ -56,7 +56,6 @@ def _tensors(memory: Memory) -> dict[str, torch.Tensor]:
 
 
 def save(path: str | Path, memory: Memory, fingerprint: str) -> None:
-    """Write atomically: temp file in the same folder, fsync, rename."""
     tensors = _tensors(memory)
     meta = {
         "format": FORMAT,
@@ -66,10 +65,14 @@ def save(path: str | Path, memory: Memory, fingerprint: str) -> None:
         "sources": json.dumps(memory.sources),
         "checksum": _checksum(tensors),
     }
-    data = st_save(tensors, metadata=meta)
+    write_atomic(path, st_save(tensors, metadata=meta))
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers see the old file or the new one."""
     path = Path(path)
     if path.is_dir():
-        raise StateError(f"cannot save state to {path}: it is a directory")
+        raise StateError(f"cannot write {path}: it is a directory")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
@@ -80,7 +83,7 @@ def save(path: str | Path, memory: Memory, fingerprint: str) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise RuntimeFailure(f"cannot save state to {path}: {e.strerror or e}") from None
+        raise RuntimeFailure(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,348 @@
+"""The command-line contract (../shared/cli.md), mostly in-process through longqa.cli.main."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from conftest import babi_text
+from longqa import __version__, cli
+
+torch.set_num_threads(1)
+
+QS = ["Where is Mary?", "Where is John?", "Where is the milk?"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("corpus")
+    (d / "a.txt").write_text(babi_text(40, seed=1) + "\nSandra journeyed to the hallway.\n", encoding="utf-8")
+    (d / "b.txt").write_text(babi_text(23, seed=2) + " Daniel went back", encoding="utf-8")
+    (d / "sub").mkdir()
+    (d / "sub" / "c.txt").write_text(babi_text(7, seed=3), encoding="utf-8")
+    return d
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture, tiny_model: Path, monkeypatch: pytest.MonkeyPatch):
+    """run(*args) -> (exit code, stdout lines, stderr text); --model tiny_model unless model=None."""
+    monkeypatch.delenv("LONGQA_MODEL", raising=False)
+
+    def _run(*args: str | Path, model: Path | None = tiny_model) -> tuple[int, list[str], str]:
+        argv = [str(a) for a in args] + (["--model", str(model)] if model is not None and args and args[0] in ("ask", "memorize") else [])
+        code = cli.main(argv)
+        out, err = capsys.readouterr()
+        return code, out.splitlines(), err
+
+    return _run
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
+
+
+def assert_same_state(p: Path, q: Path) -> None:
+    a, b = tensors(p), tensors(q)
+    assert a.keys() == b.keys() == {"A", "z", "pending"}
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ma, mb = metadata(p), metadata(q)
+    for k in ("tokens", "model_fingerprint", "format_version"):
+        assert ma[k] == mb[k], k
+
+
+def assert_error(result: tuple[int, list[str], str], code: int, *words: str) -> None:
+    rc, out, err = result
+    assert rc == code, err
+    assert out == []
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("longqa: error: "), err
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+# ---- equivalences ---------------------------------------------------------------------------------
+
+
+def test_ask_equals_memorize_then_ask(run, corpus: Path, tmp_path: Path) -> None:
+    a = corpus / "a.txt"
+    rc, direct, _ = run("ask", a, *QS, "--save", tmp_path / "asked.state")
+    assert rc == 0 and len(direct) == len(QS)
+    rc, _, _ = run("memorize", a, "--save", tmp_path / "mem.state")
+    assert rc == 0
+    assert_same_state(tmp_path / "asked.state", tmp_path / "mem.state")
+    rc, from_state, _ = run("ask", tmp_path / "mem.state", *QS)
+    assert rc == 0 and from_state == direct
+    st = tensors(tmp_path / "mem.state")
+    assert st["A"].abs().sum() > 0 and len(st["pending"]) > 0  # a real memory, with an unfinished tail
+
+
+def test_different_texts_give_different_states(run, corpus: Path, tmp_path: Path) -> None:
+    run("memorize", corpus / "a.txt", "--save", tmp_path / "a")
+    run("memorize", corpus / "b.txt", "--save", tmp_path / "b")
+    assert not torch.equal(tensors(tmp_path / "a")["A"], tensors(tmp_path / "b")["A"])
+
+
+def test_memorize_two_sources_equals_appending(run, corpus: Path, tmp_path: Path) -> None:
+    a, b = corpus / "a.txt", corpus / "b.txt"
+    assert run("memorize", a, b, "--save", tmp_path / "ab")[0] == 0
+    assert run("memorize", a, "--save", tmp_path / "s1")[0] == 0
+    assert run("memorize", b, "--memory", tmp_path / "s1", "--save", tmp_path / "s2")[0] == 0
+    assert_same_state(tmp_path / "ab", tmp_path / "s2")
+    assert json.loads(metadata(tmp_path / "s2")["sources"]) == [str(a), str(b)]
+    assert int(metadata(tmp_path / "s2")["tokens"]) > int(metadata(tmp_path / "s1")["tokens"])
+    # ask --memory S1 B answers as if it had read A then B.
+    rc, appended, _ = run("ask", b, *QS, "--memory", tmp_path / "s1")
+    rc2, whole, _ = run("ask", tmp_path / "ab", *QS)
+    assert rc == rc2 == 0 and appended == whole
+
+
+def test_directory_reads_its_files_in_sorted_order(run, corpus: Path, tmp_path: Path) -> None:
+    assert run("memorize", corpus, "--save", tmp_path / "dir")[0] == 0
+    assert run("memorize", corpus / "a.txt", corpus / "b.txt", corpus / "sub" / "c.txt", "--save", tmp_path / "files")[0] == 0
+    assert_same_state(tmp_path / "dir", tmp_path / "files")
+
+
+def test_several_questions_equal_one_per_call(run, corpus: Path) -> None:
+    rc, together, _ = run("ask", corpus / "b.txt", *QS)
+    assert rc == 0
+    assert together == [run("ask", corpus / "b.txt", q)[1][0] for q in QS]
+
+
+def test_questions_file_and_stdin(run, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = corpus / "a.txt"
+    _, expected, _ = run("ask", a, *QS)
+    qfile = tmp_path / "q.txt"
+    qfile.write_text(f"\n{QS[1]}\n\n  {QS[2]}  \n", encoding="utf-8")
+    rc, out, _ = run("ask", a, QS[0], "--questions", qfile)
+    assert rc == 0 and out == expected
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(QS) + "\n\n"))
+    rc, out, _ = run("ask", a, "--questions", "-")
+    assert rc == 0 and out == expected
+
+
+def test_stdout_holds_only_answers(run, corpus: Path) -> None:
+    rc, out, err = run("ask", corpus / "a.txt", *QS)
+    assert rc == 0 and len(out) == len(QS)
+    assert "tokens" in err and err.startswith("longqa: ")
+    assert not any("tokens" in line for line in out)
+    rc, quiet_out, quiet_err = run("ask", corpus / "a.txt", *QS, "-q")
+    assert rc == 0 and quiet_out == out and quiet_err == ""
+
+
+def test_multiline_answer_stays_on_one_line(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from longqa.engine import Engine
+
+    monkeypatch.setattr(Engine, "answer", lambda self, mems, qs: [["the\nkitchen\r\nnow"] * len(qs) for _ in mems])
+    rc, out, _ = run("ask", corpus / "a.txt", *QS, "-q")
+    assert rc == 0 and out == ["the kitchen now"] * len(QS)
+    monkeypatch.setattr(Engine, "answer", lambda self, mems, qs: [["in\tthe garden"] * len(qs) for _ in mems])
+    rc, out, _ = run("ask", corpus, QS[0], "-q", "--each")
+    assert rc == 0 and [line.split("\t")[1] for line in out] == ["in the garden"] * 3
+    monkeypatch.setattr(Engine, "answer", lambda self, mems, qs: [["the\nkitchen\r\nnow"] * len(qs) for _ in mems])
+    rc, out, _ = run("ask", corpus / "a.txt", *QS, "-q", "--json")
+    assert rc == 0 and [json.loads(line)["answer"] for line in out] == ["the\nkitchen\r\nnow"] * len(QS)
+
+
+def test_json_lines(run, corpus: Path) -> None:
+    a = corpus / "a.txt"
+    _, plain, _ = run("ask", a, *QS)
+    rc, out, _ = run("ask", a, *QS, "--json")
+    assert rc == 0 and len(out) == len(QS)
+    objs = [json.loads(line) for line in out]
+    for q, ans, obj in zip(QS, plain, objs):
+        assert {"question", "answer", "source", "tokens", "seconds"} <= obj.keys()
+        assert obj["question"] == q and obj["answer"] == ans and obj["source"] == str(a)
+        assert isinstance(obj["tokens"], int) and obj["tokens"] > 0
+        assert isinstance(obj["seconds"], (int, float)) and obj["seconds"] >= 0
+
+
+def test_ask_each_answers_every_file_like_asking_it_alone(run, corpus: Path) -> None:
+    files = [corpus / "a.txt", corpus / "b.txt", corpus / "sub" / "c.txt"]
+    rc, out, _ = run("ask", corpus, *QS[:2], "--each")
+    assert rc == 0 and len(out) == len(files) * 2
+    expected = [f"{f}\t{ans}" for f in files for ans in run("ask", f, *QS[:2])[1]]
+    assert out == expected
+    rc, out, _ = run("ask", corpus, *QS[:2], "--each", "--json")
+    objs = [json.loads(line) for line in out]
+    assert [(o["source"], o["question"]) for o in objs] == [(str(f), q) for f in files for q in QS[:2]]
+    assert [f"{o['source']}\t{o['answer']}" for o in objs] == expected
+
+
+def test_ask_each_needs_a_directory(run, corpus: Path) -> None:
+    assert_error(run("ask", corpus / "a.txt", QS[0], "--each"), 2, "directory")
+
+
+def test_reading_a_file_does_not_need_stdin(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, expected, _ = run("ask", corpus / "a.txt", *QS)
+    monkeypatch.setattr(sys, "stdin", None)  # started with stdin closed (cron, daemons: `longqa ... <&-`)
+    rc, out, err = run("ask", corpus / "a.txt", *QS)
+    assert rc == 0 and out == expected, err
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+
+def test_interrupt_exits_130(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from longqa.engine import Engine
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "read", interrupted)
+    rc, out, err = run("ask", corpus / "a.txt", QS[0])
+    assert rc == 130 and out == [] and err.strip() == "longqa: interrupted"
+
+
+def test_unwritable_save_is_a_runtime_failure(run, corpus: Path, tmp_path: Path) -> None:
+    assert_error(run("memorize", corpus / "a.txt", "--save", tmp_path / "no" / "dir" / "s", "-q"), 1, "cannot", "no/dir/s")
+
+
+def test_state_file_as_memorize_source_is_refused(run, corpus: Path, tmp_path: Path) -> None:
+    run("memorize", corpus / "a.txt", "--save", tmp_path / "s")
+    assert_error(run("memorize", tmp_path / "s", corpus / "b.txt", "--save", tmp_path / "t"), 2, "--memory")
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("option", ["--memory", "--save"])
+def test_each_refuses_memory_and_save(run, corpus: Path, tmp_path: Path, option: str) -> None:
+    run("memorize", corpus / "a.txt", "--save", tmp_path / "s")
+    assert_error(run("ask", corpus, QS[0], "--each", option, tmp_path / "s"), 2, "--each", option)
+
+
+
+def test_missing_file(run, tmp_path: Path) -> None:
+    assert_error(run("ask", tmp_path / "nope.txt", QS[0]), 2, "no such file", "nope.txt")
+    assert_error(run("memorize", tmp_path / "nope.txt", "--save", tmp_path / "s"), 2, "no such file")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\t\n", b"\xef\xbb\xbf"])
+def test_empty_input_file(run, tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "empty.txt").write_bytes(content)
+    assert_error(run("ask", tmp_path / "empty.txt", QS[0]), 2, "empty")
+    assert_error(run("memorize", tmp_path / "empty.txt", "--save", tmp_path / "s"), 2, "empty")
+    assert not (tmp_path / "s").exists()
+
+
+def test_non_state_file_as_memory(run, corpus: Path) -> None:
+    assert_error(run("ask", corpus / "a.txt", QS[0], "--memory", corpus / "b.txt"), 2, "not a longqa state")
+
+
+def test_damaged_state_as_source(run, corpus: Path, tmp_path: Path) -> None:
+    run("memorize", corpus / "a.txt", "--save", tmp_path / "s")
+    data = bytearray((tmp_path / "s").read_bytes())
+    data[-10] ^= 1
+    (tmp_path / "s").write_bytes(bytes(data))
+    assert_error(run("ask", tmp_path / "s", QS[0]), 2, "damaged")
+
+
+def test_state_of_another_model(run, corpus: Path, tmp_path: Path, other_model: Path) -> None:
+    assert cli.main(["memorize", str(corpus / "a.txt"), "--save", str(tmp_path / "other"), "-m", str(other_model), "-q"]) == 0
+    assert_error(run("ask", tmp_path / "other", QS[0]), 2, "another model")
+    assert_error(run("ask", corpus / "b.txt", QS[0], "--memory", tmp_path / "other"), 2, "another model")
+    assert_error(run("memorize", corpus / "b.txt", "--memory", tmp_path / "other", "--save", tmp_path / "x"), 2, "another model")
+
+
+def test_no_questions(run, corpus: Path, tmp_path: Path) -> None:
+    assert_error(run("ask", corpus / "a.txt"), 2, "no questions")
+    (tmp_path / "blank.txt").write_text("\n\n  \n")
+    assert_error(run("ask", corpus / "a.txt", "--questions", tmp_path / "blank.txt"), 2, "no questions")
+    assert_error(run("ask", corpus / "a.txt", "--questions", tmp_path / "missing.txt"), 2, "no such questions file")
+
+
+@pytest.mark.parametrize("question", ["", "   "])
+def test_empty_question(run, corpus: Path, question: str) -> None:
+    assert_error(run("ask", corpus / "a.txt", QS[0], question), 2, "empty")
+
+
+def test_stdin_cannot_be_both_source_and_questions(run) -> None:
+    assert_error(run("ask", "-", "--questions", "-"), 2, "standard input")
+
+
+def test_unknown_option(run, corpus: Path) -> None:
+    assert_error(run("ask", corpus / "a.txt", QS[0], "--bogus"), 2, "--bogus")
+    assert_error(run("memorize", corpus / "a.txt"), 2, "--save")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu(run, corpus: Path) -> None:
+    assert_error(run("ask", corpus / "a.txt", QS[0], "--device", "cuda"), 2, "cuda")
+    assert_error(run("ask", corpus / "a.txt", QS[0], "--device", "tpu"), 2, "device")
+
+
+def test_longqa_model_env_pointing_nowhere(run, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LONGQA_MODEL", str(tmp_path / "no-model"))
+    assert_error(run("ask", corpus / "a.txt", QS[0], model=None), 2, "LONGQA_MODEL", "--model", "no-model")
+
+
+def test_model_dir_without_files(run, corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty-model").mkdir()
+    assert_error(run("ask", corpus / "a.txt", QS[0], model=tmp_path / "empty-model"), 2, "not a longqa model directory", "config.json")
+
+
+def test_missing_default_model(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "DEFAULT_MODEL", "no-such-default-model")
+    assert_error(run("ask", corpus / "a.txt", QS[0], model=None), 2, "--model", "LONGQA_MODEL")
+
+
+def test_version_and_help(run) -> None:
+    rc, out, _ = run("--version")
+    assert rc == 0 and out == [f"longqa {__version__}"]
+    rc, out, _ = run("--help")
+    assert rc == 0 and any("ask" in line for line in out) and any("memorize" in line for line in out)
+    rc, out, _ = run("ask", "--help")
+    assert rc == 0 and any("--questions" in line for line in out)
+
+
+# ---- a real process -------------------------------------------------------------------------------
+
+
+def longqa(*args: str | Path, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env.pop("LONGQA_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "longqa", *map(str, args)], input=stdin, capture_output=True, env=full_env, timeout=120
+    )
+
+
+def test_process_missing_file_exit_code_and_one_line(tmp_path: Path) -> None:
+    p = longqa("ask", tmp_path / "nope.txt", "Where is Mary?")
+    assert p.returncode == 2
+    assert p.stdout == b""
+    lines = p.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("longqa: error:") and "Traceback" not in p.stderr.decode()
+
+
+def test_process_help_and_version() -> None:
+    p = longqa("--help")
+    assert p.returncode == 0 and b"ask" in p.stdout and p.stderr == b""
+    p = longqa("--version")
+    assert p.returncode == 0 and p.stdout.decode().strip() == f"longqa {__version__}"
+
+
+def test_process_stdin_pipe_equals_file(run, corpus: Path, tiny_model: Path) -> None:
+    a = corpus / "a.txt"
+    _, expected, _ = run("ask", a, *QS)
+    p = longqa("ask", "-", *QS, "--json", "-m", tiny_model, stdin=a.read_bytes())
+    assert p.returncode == 0, p.stderr.decode()
+    objs = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert [o["answer"] for o in objs] == expected
+    assert all(o["source"] == "-" for o in objs)
