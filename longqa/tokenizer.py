@@ -32,3 +32,23 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 def decode(tokenizer: Tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def train_babilong_tokenizer(noise_files: list[str], vocab_size: int = 4096, seed: int = 0) -> Tokenizer:
+    """Our tokenizer: BPE over the training noise plus generated bAbI stories, so that every name,
+    room and object of the tasks is one token."""
+    import random
+
+    from . import babi
+
+    rng = random.Random(seed)
+
+    def texts():
+        for path in noise_files:
+            with open(path, encoding="utf-8") as f:
+                yield from f
+        for _ in range(20000):
+            s = babi.generate(rng.choice(babi.TASKS), rng)
+            yield " ".join(s.facts + [s.question, s.answer])
+
+    return train_tokenizer(texts(), vocab_size)

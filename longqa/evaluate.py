@@ -1,0 +1,138 @@
+"""The evaluator: BABILong-style accuracy per task x length, with the shortcut baselines beside it.
+
+Documents are generated from a seed (so every checkpoint is scored on the same set), read through the
+same Engine that `ask` uses, many documents per forward, and scored with BABILong's rule.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import babi
+from .engine import Engine
+from .haystack import NoiseBank, build
+
+
+@dataclass
+class Cell:
+    task: str
+    length: int  # target context tokens
+    n: int
+    accuracy: float
+    last_mentioned: float  # shortcut: the last label mentioned in the story facts
+    random_mentioned: float  # a random label among those in the facts
+    mean_tokens: float
+    seconds: float
+
+
+def _mentioned(task: str, facts: list[str], question: str) -> list[str]:
+    """Task labels in the facts, in order, leaving out those in the question (as scoring does)."""
+    labels = {label.lower(): label for label in babi.LABELS[task]}
+    asked = set(re.findall(r"[a-z]+", question.lower()))
+    words = [w for f in facts for w in re.findall(r"[a-z]+", f.lower())]
+    return [labels[w] for w in words if w in labels and w not in asked]
+
+
+def evaluate_cell(
+    engine: Engine, bank: NoiseBank, task: str, length: int, n: int, seed: int, batch: int
+) -> Cell:
+    rng = random.Random(f"{seed}-{task}-{length}")
+    base_rng = random.Random(f"baseline-{seed}-{task}-{length}")
+    correct = last = rand = tokens = 0
+    start = time.perf_counter()
+    for first in range(0, n, batch):
+        samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
+        hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]
+        memories = [engine.new_memory() for _ in hays]
+        engine.read_ids(memories, [[h.context_ids] for h in hays])
+        answers = engine.answer_pairs([(m, s.question) for m, s in zip(memories, samples)])
+        for s, a, m in zip(samples, answers, memories):
+            correct += babi.score(task, s.question, a, s.answer)
+            mentioned = _mentioned(task, s.facts, s.question)
+            last += bool(mentioned) and mentioned[-1] == s.answer
+            rand += bool(mentioned) and base_rng.choice(sorted(set(mentioned))) == s.answer
+            tokens += m.tokens
+    return Cell(task, length, n, correct / n, last / n, rand / n, tokens / n, time.perf_counter() - start)
+
+
+def evaluate(
+    engine: Engine,
+    noise: list[str],
+    tasks: list[str],
+    lengths: list[int],
+    n: int,
+    seed: int = 0,
+    batch: int = 64,
+    on_cell: Callable[[Cell], None] | None = None,
+) -> list[Cell]:
+    bank = NoiseBank(noise, engine.tokenizer)
+    cells = []
+    for length in lengths:
+        for task in tasks:
+            cell = evaluate_cell(engine, bank, task, length, n, seed, batch)
+            cells.append(cell)
+            if on_cell:
+                on_cell(cell)
+    return cells
+
+
+def length_name(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    return f"{n // 1000}K" if n % 1000 == 0 else str(n)
+
+
+def table(cells: list[Cell]):
+    """A Rich table: tasks down, lengths across, accuracy % with the last-mentioned shortcut in brackets."""
+    from rich.table import Table
+
+    lengths = sorted({c.length for c in cells})
+    tasks = sorted({c.task for c in cells})
+    t = Table(title="exact match % (shortcut: last label in the facts)")
+    t.add_column("task")
+    for length in lengths:
+        t.add_column(length_name(length), justify="right")
+    by = {(c.task, c.length): c for c in cells}
+    for task in tasks:
+        row = [task]
+        for length in lengths:
+            c = by.get((task, length))
+            row.append(f"{100 * c.accuracy:.1f} ({100 * c.last_mentioned:.0f})" if c else "")
+        t.add_row(*row)
+    means = ["mean"] + [
+        f"{100 * sum(by[(t_, L)].accuracy for t_ in tasks if (t_, L) in by) / max(1, sum((t_, L) in by for t_ in tasks)):.1f}"
+        for L in lengths
+    ]
+    t.add_row(*means)
+    return t
+
+
+def write_json(cells: list[Cell], path: str | Path, meta: dict) -> None:
+    Path(path).write_text(json.dumps({**meta, "cells": [asdict(c) for c in cells]}, indent=1))
+
+
+def plot(cells: list[Cell], png: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for task in sorted({c.task for c in cells}):
+        pts = sorted((c.length, c.accuracy) for c in cells if c.task == task)
+        xs = [max(p[0], 100) for p in pts]  # 0K (facts only) drawn at the left edge of the log axis
+        ax.plot(xs, [100 * p[1] for p in pts], marker="o", label=task)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 102)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("exact match %")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)

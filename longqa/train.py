@@ -1,0 +1,401 @@
+"""Training: a curriculum over segment counts, dense supervision first, full BPTT, DDP via torchrun.
+
+Every example is a context (cut into segments that write memory) followed by a final question segment
+that only reads memory, exactly like `longqa ask`. Two kinds of context (../shared/lab-notes.md):
+- dense: a bAbI stream where a question + GEN + answer + EOS follows every 1-3 facts, with a share of
+  noise sentences between items; the loss is on every inline answer. This is what teaches the memory.
+- single: BABILong proper, facts hidden at random gaps in a run of real noise; only the final answer
+  is supervised.
+A run resumes from its checkpoint folder (weights, optimizer, step, RNG) and stops by itself after
+--max-minutes, so that it fits the device tool's 10-minute commands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from torch import nn
+
+from . import babi
+from .engine import save_checkpoint
+from .haystack import NoiseBank, build
+from .model import ARMTConfig, ARMTModel
+from .text import EOS, GEN, encode_sentences
+
+IGNORE = -100
+
+
+@dataclass
+class Stage:
+    steps: int
+    max_segments: int  # lengths are drawn uniformly in 1..max_segments segments
+    dense: float  # share of examples that are dense streams
+    lr: float = 3e-4
+
+
+@dataclass
+class TrainConfig:
+    noise: list[str]
+    tokenizer: str
+    out: str
+    model: dict = field(default_factory=dict)  # ARMTConfig overrides
+    stages: list[Stage] = field(default_factory=list)
+    batch: int = 64  # per GPU
+    warmup: int = 500
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    noise_share: float = 0.25  # chance of a noise sentence before each dense item
+    seed: int = 0
+    workers: int = 6
+    log_every: int = 25
+    save_every: int = 500
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        raw = json.loads(Path(path).read_text())
+        raw["stages"] = [Stage(**s) for s in raw.get("stages", [])]
+        return cls(**raw)
+
+
+# ---- examples ------------------------------------------------------------------------------------
+class ExampleMaker:
+    """Builds training examples as token ids + next-token labels, with the project's one encoding."""
+
+    def __init__(self, tok: Tokenizer, bank: NoiseBank, segment_len: int, noise_share: float) -> None:
+        self.tok, self.bank, self.S, self.noise_share = tok, bank, segment_len, noise_share
+        self.gen, self.eos = tok.token_to_id(GEN), tok.token_to_id(EOS)
+
+    def _qa(self, question: str, answer: str) -> tuple[list[int], list[int]]:
+        """question GEN answer EOS, with labels on answer and EOS (predicted from GEN onwards)."""
+        q, a = encode_sentences(self.tok, [question, answer])
+        ids = q + [self.gen] + a + [self.eos]
+        labels = [IGNORE] * len(q) + a + [self.eos] + [IGNORE]
+        return ids, labels
+
+    def dense(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], tuple[str, str]]:
+        """Dense stream of about n_tokens context tokens. The first question reached after n_tokens becomes
+        the final (read-only) question instead of being answered inline, so it is valid at the end."""
+        ids: list[int] = []
+        labels: list[int] = []
+        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8)):
+            if isinstance(item, tuple) and len(ids) >= n_tokens:
+                return ids, labels, item
+            if rng.random() < self.noise_share:
+                noise = self.bank.sentence_ids(rng)
+                ids += noise
+                labels += [IGNORE] * len(noise)
+            if isinstance(item, tuple):
+                qa_ids, qa_labels = self._qa(*item)
+                ids += qa_ids
+                labels += qa_labels
+            else:
+                fact = encode_sentences(self.tok, [item])[0]
+                ids += fact
+                labels += [IGNORE] * len(fact)
+        return self.single(rng, task, n_tokens)  # stream ran out first (rare): a plain BABILong example
+
+    def single(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], tuple[str, str]]:
+        sample = babi.generate(task, rng)
+        hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
+        return hay.context_ids, [IGNORE] * len(hay.context_ids), (sample.question, sample.answer)
+
+    def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
+        task = rng.choice(babi.TASKS)
+        # Leave room so the context fits the drawn number of segments.
+        n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
+        make = self.dense if rng.random() < stage.dense else self.single
+        ids, labels, (question, answer) = make(rng, task, n_tokens)
+        q_ids, q_labels = self._qa(question, answer)
+        return {"ids": ids, "labels": labels, "q_ids": q_ids, "q_labels": q_labels, "task": task}
+
+
+def collate(examples: list[dict], segment_len: int, pad: int) -> dict[str, torch.Tensor]:
+    n_seg = max(math.ceil(len(e["ids"]) / segment_len) for e in examples)
+    T = n_seg * segment_len
+    Q = max(len(e["q_ids"]) for e in examples)
+    out = {
+        "ids": torch.full((len(examples), T), pad),
+        "labels": torch.full((len(examples), T), IGNORE),
+        "lengths": torch.tensor([len(e["ids"]) for e in examples]),
+        "q_ids": torch.full((len(examples), Q), pad),
+        "q_labels": torch.full((len(examples), Q), IGNORE),
+        "q_lengths": torch.tensor([len(e["q_ids"]) for e in examples]),
+        "task": torch.tensor([babi.TASKS.index(e["task"]) for e in examples]),
+    }
+    for i, e in enumerate(examples):
+        out["ids"][i, : len(e["ids"])] = torch.tensor(e["ids"])
+        out["labels"][i, : len(e["labels"])] = torch.tensor(e["labels"])
+        out["q_ids"][i, : len(e["q_ids"])] = torch.tensor(e["q_ids"])
+        out["q_labels"][i, : len(e["q_labels"])] = torch.tensor(e["q_labels"])
+    return out
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Endless batches for the curriculum from `start` on. The noise bank is built once here, before the
+    DataLoader forks its workers, which then share it; each worker draws its own examples."""
+
+    def __init__(self, cfg: TrainConfig, segment_len: int, pad: int, rank: int, start: int) -> None:
+        self.cfg, self.S, self.pad, self.rank, self.start = cfg, segment_len, pad, rank, start
+        tok = Tokenizer.from_file(cfg.tokenizer)
+        self.maker = ExampleMaker(tok, NoiseBank(cfg.noise, tok), segment_len, cfg.noise_share)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        rng = random.Random(hash((self.cfg.seed, self.rank, wid, self.start)))
+        step = self.start + wid
+        while True:
+            stage = stage_at(self.cfg.stages, step)
+            n_seg = rng.randint(1, stage.max_segments)
+            yield collate([self.maker.example(rng, stage, n_seg) for _ in range(self.cfg.batch)], self.S, self.pad)
+            step += nw
+
+
+def stage_at(stages: list[Stage], step: int) -> Stage:
+    for s in stages:
+        if step < s.steps:
+            return s
+        step -= s.steps
+    return stages[-1]
+
+
+# ---- loss ----------------------------------------------------------------------------------------
+class LossModule(nn.Module):
+    """Full BPTT through every segment of the batch; DDP wraps this so all parameters sync."""
+
+    def __init__(self, model: ARMTModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.model
+        S = m.config.segment_len
+        B, T = b["ids"].shape
+        state = m.new_state(B, b["ids"].device)
+        loss = torch.zeros((), device=b["ids"].device)
+        count = 0
+        for s in range(T // S):
+            lengths = (b["lengths"] - s * S).clamp(0, S)
+            full = bool((lengths == S).all())
+            h, state = m.read_segment(b["ids"][:, s * S : (s + 1) * S], state, None if full else lengths)
+            labels = b["labels"][:, s * S : (s + 1) * S]
+            sel = labels != IGNORE
+            if sel.any():
+                loss = loss + F.cross_entropy(m.logits(h[sel]).float(), labels[sel], reduction="sum")
+                count += int(sel.sum())
+        h = m.read_only(b["q_ids"], state, b["q_lengths"])
+        sel = b["q_labels"] != IGNORE
+        logits = m.logits(h[sel]).float()
+        loss = loss + F.cross_entropy(logits, b["q_labels"][sel], reduction="sum")
+        count += int(sel.sum())
+        # Exact match of the final answer per row: every supervised token right.
+        right = torch.zeros_like(b["q_labels"], dtype=torch.bool)
+        right[sel] = logits.argmax(-1) == b["q_labels"][sel]
+        exact = (right | ~sel).all(1)
+        return loss / count, exact, b["task"]
+
+
+# ---- checkpoints (safetensors only; every file <= 16 MiB so it can come back from the GPU box) ----
+SHARD_BYTES = 15 << 20
+
+
+def save_tensors_sharded(tensors: dict[str, torch.Tensor], folder: Path, stem: str) -> None:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t.contiguous()
+        size += nbytes
+    for old in folder.glob(f"{stem}-*.safetensors"):
+        old.unlink()
+    for i, shard in enumerate(shards):
+        save_file(shard, folder / f"{stem}-{i:02d}-of-{len(shards):02d}.safetensors")
+
+
+def load_tensors_sharded(folder: Path, stem: str) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob(f"{stem}-*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def save_training(folder: Path, model: ARMTModel, tok: Tokenizer, opt: torch.optim.Optimizer, step: int, rng_seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    save_tensors_sharded({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, folder, "model")
+    # Adam moments in bf16 halve what must travel; they only steer step sizes, so bf16 is plenty.
+    names = {id(p): n for n, p in model.named_parameters()}
+    moments: dict[str, torch.Tensor] = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st:
+                moments[f"{names[id(p)]}.exp_avg"] = st["exp_avg"].to(torch.bfloat16).cpu()
+                moments[f"{names[id(p)]}.exp_avg_sq"] = st["exp_avg_sq"].to(torch.bfloat16).cpu()
+    save_tensors_sharded(moments, folder, "optimizer")
+    meta = {"step": step, "seed": rng_seed, "torch_rng": torch.get_rng_state().tolist()}
+    tmp = folder / "trainer.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, folder / "trainer.json")
+
+
+def load_model(folder: Path) -> ARMTModel:
+    """The model of a training checkpoint folder (weights sharded so every file can travel)."""
+    model = ARMTModel(ARMTConfig.from_pretrained(folder))
+    model.load_state_dict(load_tensors_sharded(folder, "model"))
+    return model
+
+
+def export(folder: Path, out: Path) -> None:
+    """Turn a training checkpoint into a shippable model directory (config, one safetensors, tokenizer)."""
+    save_checkpoint(load_model(folder), Tokenizer.from_file(str(folder / "tokenizer.json")), out)
+
+
+def load_training(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) -> int:
+    meta = json.loads((folder / "trainer.json").read_text())
+    moments = load_tensors_sharded(folder, "optimizer")
+    for name, p in model.named_parameters():
+        if f"{name}.exp_avg" in moments:
+            opt.state[p] = {
+                "step": torch.tensor(float(meta["step"])),
+                "exp_avg": moments[f"{name}.exp_avg"].to(p.device, torch.float32),
+                "exp_avg_sq": moments[f"{name}.exp_avg_sq"].to(p.device, torch.float32),
+            }
+    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    return int(meta["step"])
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    base = stage_at(cfg.stages, step).lr
+    return base * min(1.0, (step + 1) / cfg.warmup)
+
+
+def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
+    """Train until the curriculum ends or max_minutes pass; returns the step reached."""
+    t0 = time.time()
+    ddp = "RANK" in os.environ
+    if ddp:
+        dist.init_process_group("nccl")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    else:
+        rank, world = 0, 1
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer.from_file(cfg.tokenizer)
+    resume = (out / "trainer.json").is_file()
+    if resume:
+        model = load_model(out)
+    else:
+        torch.manual_seed(cfg.seed)
+        mcfg = ARMTConfig(
+            vocab_size=tok.get_vocab_size(),
+            pad_token_id=tok.token_to_id("[PAD]"),
+            gen_token_id=tok.token_to_id(GEN),
+            eos_token_id=tok.token_to_id(EOS),
+            **cfg.model,
+        )
+        model = ARMTModel(mcfg)
+    model.to(device).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.stages[0].lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+    step = load_training(out, model, opt) if resume else 0
+    total = sum(s.steps for s in cfg.stages)
+    loss_mod = LossModule(model)
+    net = nn.parallel.DistributedDataParallel(loss_mod) if ddp else loss_mod
+    data = torch.utils.data.DataLoader(
+        Batches(cfg, model.config.segment_len, model.config.pad_token_id, rank, step),
+        batch_size=None,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if cfg.workers else None,
+        persistent_workers=False,
+    )
+    log_path = out / "log.jsonl"
+    window: list[dict] = []
+    last = time.time()
+    for batch in data:
+        if step >= total or (time.time() - t0) / 60 > max_minutes:
+            break
+        b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, exact, task = net(b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        step += 1
+        window.append({"loss": loss.detach(), "exact": exact.float().mean().detach(), "gnorm": gnorm.detach(), "segs": b["ids"].shape[1] // model.config.segment_len})
+        if step % cfg.log_every == 0 or step == total:
+            now = time.time()
+            rec = {
+                "step": step,
+                "loss": float(torch.stack([w["loss"] for w in window]).mean()),
+                "exact": float(torch.stack([w["exact"] for w in window]).mean()),
+                "gnorm": float(torch.stack([w["gnorm"] for w in window]).mean()),
+                "lr": lr_at(cfg, step - 1),
+                "max_segments": stage_at(cfg.stages, step - 1).max_segments,
+                "sec_per_step": (now - last) / len(window),
+                "minutes": (now - t0) / 60,
+            }
+            window, last = [], now
+            if rank == 0:
+                log(json.dumps(rec))
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        if rank == 0 and step % cfg.save_every == 0:
+            save_training(out, model, tok, opt, step, cfg.seed)
+    if rank == 0:
+        save_training(out, model, tok, opt, step, cfg.seed)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+    return step
+
+
+def plot_log(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(steps, [r["loss"] for r in rows])
+    ax[0].set_yscale("log")
+    ax[0].set_title("training loss (answer tokens)")
+    ax[1].plot(steps, [r["exact"] for r in rows], label="final answer exact match (train batches)")
+    ax[1].plot(steps, [r["max_segments"] / max(r["max_segments"] for r in rows) for r in rows], "--", label="curriculum (max segments, scaled)")
+    ax[1].set_ylim(0, 1.02)
+    ax[1].legend(loc="lower right", fontsize=8)
+    for a in ax:
+        a.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
