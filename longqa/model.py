@@ -34,6 +34,7 @@ class ARMTConfig(PreTrainedConfig):
         n_mem: int = 16,
         d_mem: int = 32,
         conv_width: int = 6,
+        conv_depthwise: bool = True,
         norm_eps: float = 1e-5,
         mem_eps: float = 1e-6,
         max_answer_tokens: int = 10,
@@ -56,6 +57,7 @@ class ARMTConfig(PreTrainedConfig):
         self.n_mem = n_mem
         self.d_mem = d_mem
         self.conv_width = conv_width
+        self.conv_depthwise = conv_depthwise
         self.norm_eps = norm_eps
         self.mem_eps = mem_eps
         self.max_answer_tokens = max_answer_tokens
@@ -143,12 +145,14 @@ class AssociativeMemory(nn.Module):
 class CausalConv(nn.Module):
     """Depthwise causal conv over token embeddings: lets a location token see its subject a few tokens back.
 
-    From-scratch models without it learned only "the last location mentioned" (lab notes)."""
+    From-scratch models without it learned only "the last location mentioned" (lab notes). Depthwise is
+    enough in principle; a full conv breaks that plateau about 6x sooner, which matters on a short budget."""
 
     def __init__(self, cfg: ARMTConfig) -> None:
         super().__init__()
         self.width = cfg.conv_width
-        self.conv = nn.Conv1d(cfg.d_model, cfg.d_model, cfg.conv_width, groups=cfg.d_model)
+        groups = cfg.d_model if cfg.conv_depthwise else 1
+        self.conv = nn.Conv1d(cfg.d_model, cfg.d_model, cfg.conv_width, groups=groups)
         self.conv.zero_init = True  # starts as the identity (residual), learns its window
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:

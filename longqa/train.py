@@ -42,6 +42,7 @@ class Stage:
     max_segments: int  # lengths are drawn uniformly in 1..max_segments segments
     dense: float  # share of examples that are dense streams
     lr: float = 3e-4
+    batch: int | None = None  # per GPU; None: TrainConfig.batch
 
 
 @dataclass
@@ -158,7 +159,8 @@ class Batches(torch.utils.data.IterableDataset):
         while True:
             stage = stage_at(self.cfg.stages, step)
             n_seg = rng.randint(1, stage.max_segments)
-            yield collate([self.maker.example(rng, stage, n_seg) for _ in range(self.cfg.batch)], self.S, self.pad)
+            size = stage.batch or self.cfg.batch
+            yield collate([self.maker.example(rng, stage, n_seg) for _ in range(size)], self.S, self.pad)
             step += nw
 
 
@@ -272,7 +274,7 @@ def load_training(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) ->
     for name, p in model.named_parameters():
         if f"{name}.exp_avg" in moments:
             opt.state[p] = {
-                "step": torch.tensor(float(meta["step"])),
+                "step": torch.tensor(float(meta["step"]), device=p.device),  # fused AdamW wants it beside p
                 "exp_avg": moments[f"{name}.exp_avg"].to(p.device, torch.float32),
                 "exp_avg_sq": moments[f"{name}.exp_avg_sq"].to(p.device, torch.float32),
             }
