@@ -7,6 +7,10 @@ pass (`ask --each`, `eval`); a single document is the batch-of-one case of the s
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -73,8 +77,96 @@ def save_checkpoint(model: ARMTModel, tokenizer: Tokenizer, model_dir: str | Pat
     tokenizer.save(str(Path(model_dir) / "tokenizer.json"))
 
 
+def lockstep(streams: list[Iterator[list[int]]]) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(rows, ids) per step: the next segment of every document that still has one."""
+    live = list(range(len(streams)))
+    while live:
+        batch, rows = [], []
+        for i in live:
+            segment = next(streams[i], None)
+            if segment is not None:
+                batch.append(segment)
+                rows.append(i)
+        live = rows
+        if rows:
+            ids = torch.tensor(batch)
+            yield rows, ids.pin_memory() if torch.cuda.is_available() else ids
+
+
+def prefetch(items: Iterator, depth: int = 16) -> Iterator:
+    """Run a producer iterator in a background thread; its exceptions are raised here, in order."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            q.put((done, e))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+class SegmentGraph:
+    """A full segment for a fixed batch size, captured once as a CUDA graph and replayed: one launch
+    per segment instead of hundreds. The state lives in the graph's own buffers and is updated in place."""
+
+    def __init__(self, model: ARMTModel, batch: int, compile: bool) -> None:
+        c = model.config
+        dev = model.embed.weight.device
+        self.ids = torch.full((batch, c.segment_len), c.pad_token_id, device=dev)
+        self.A = torch.zeros(batch, c.n_layers, c.d_key, c.d_model, device=dev)
+        self.z = torch.zeros(batch, c.n_layers, c.d_key, device=dev)
+
+        def segment(ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            new = model.read_segment(ids, MemoryState(A, z))[1]
+            return new.A, new.z
+
+        fn = torch.compile(segment, dynamic=False) if compile else segment
+
+        def step() -> None:
+            A, z = fn(self.ids, self.A, self.z)
+            self.A.copy_(A)
+            self.z.copy_(z)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (and compilation) off the capture
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            step()
+
+    def run(self, ids: torch.Tensor) -> None:
+        self.ids.copy_(ids, non_blocking=True)
+        self.graph.replay()
+
+
 class Engine:
-    def __init__(self, model_dir: str | Path, device: str = "auto") -> None:
+    def __init__(self, model_dir: str | Path, device: str = "auto", use_graphs: bool = True, compile: bool = False) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -86,6 +178,12 @@ class Engine:
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.model = model.to(self.device, dtype).eval()
         self.config: ARMTConfig = model.config
+        self.use_graphs = use_graphs
+        self.compile = compile
+        self._graphs: dict[int, SegmentGraph | None] = {}
+        if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # Leave one core to the tokenizer thread that runs beside the model.
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
     # ---- reading -----------------------------------------------------------------------------
     def new_memory(self) -> Memory:
@@ -120,30 +218,46 @@ class Engine:
         ids: list[Iterable[list[int]]],
         on_tokens: Callable[[int], None] | None = None,
     ) -> None:
-        """Read token-id streams into memories, all rows in lockstep, one segment per row per step."""
+        """Read token-id streams into memories, all rows in lockstep, one segment per row per step.
+
+        Tokenising runs in a background thread (the tokenizer releases the GIL) while the device reads
+        the previous segments; steps where every row has a full segment replay a CUDA graph."""
+        B = len(memories)
         streams = [self._segments(m, i) for m, i in zip(memories, ids)]
-        state = MemoryState(
-            torch.cat([m.state.A for m in memories]).to(self.device), torch.cat([m.state.z for m in memories]).to(self.device)
-        )
-        live = list(range(len(memories)))
-        while live:
-            batch, rows = [], []
-            for i in live:
-                segment = next(streams[i], None)
-                if segment is not None:
-                    batch.append(segment)
-                    rows.append(i)
-            live = rows
-            if not rows:
-                break
-            seg_ids = torch.tensor(batch, device=self.device)
-            idx = torch.tensor(rows, device=self.device)
-            new = self.model.read(seg_ids, state.rows(idx))
-            state.A[idx], state.z[idx] = new.A, new.z
+        graph = self._graph(B) if self.use_graphs and self.device.type == "cuda" else None
+        if graph:
+            state = MemoryState(graph.A, graph.z)
+            state.A.copy_(torch.cat([m.state.A for m in memories]))
+            state.z.copy_(torch.cat([m.state.z for m in memories]))
+        else:
+            state = MemoryState(
+                torch.cat([m.state.A for m in memories]).to(self.device),
+                torch.cat([m.state.z for m in memories]).to(self.device),
+            )
+        for rows, seg_ids in prefetch(lockstep(streams)):
+            if graph and len(rows) == B:
+                graph.run(seg_ids)
+            elif len(rows) == B:
+                new = self.model.read(seg_ids.to(self.device), state)
+                state.A.copy_(new.A)
+                state.z.copy_(new.z)
+            else:  # some documents have ended: only the others read, the ended rows keep their state
+                idx = torch.tensor(rows, device=self.device)
+                new = self.model.read(seg_ids.to(self.device), state.rows(idx))
+                state.A[idx], state.z[idx] = new.A, new.z
             if on_tokens:
                 on_tokens(seg_ids.numel())
         for i, m in enumerate(memories):
-            m.state = state.rows(slice(i, i + 1))
+            m.state = state.rows(slice(i, i + 1)).clone()
+
+    def _graph(self, batch: int) -> SegmentGraph | None:
+        if batch not in self._graphs:
+            try:
+                self._graphs[batch] = SegmentGraph(self.model, batch, self.compile)
+            except Exception as e:  # a failed capture/compile costs speed, never answers
+                print(f"longqa: warning: CUDA graph for batch {batch} unavailable ({type(e).__name__}); reading eagerly", file=sys.stderr)
+                self._graphs[batch] = None
+        return self._graphs[batch]
 
     def _flushed(self, memory: Memory) -> MemoryState:
         """The state after also reading the unfinished last segment (padded), which ask needs before answering.

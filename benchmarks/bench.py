@@ -1,0 +1,287 @@
+"""Reading-speed benchmark for longqa (issue: fast engine). Prints a table; writes JSON with --json.
+
+In one run, on one device, it measures:
+- end-to-end `ask` (read file + tokenize + model + answer) on documents of the given sizes, with
+  tokens/s of each stage alone, peak GPU memory and host RSS;
+- the plain baseline: the same model eager, fp32, one segment at a time, no graphs (like the reference code);
+- the floor: reading FLOPs per token over the matmul rate measured here, plus the per-kernel cost of
+  the kernels one segment launches (measured inside a CUDA graph);
+- batched throughput of many 16K-token documents (the eval / --each path);
+- tokens/s against segment length for the checkpoint's shape.
+
+    python benchmarks/bench.py --sizes 10K,1M,10M,100M --json out.json          # on the GPU box
+    python benchmarks/bench.py --sizes 10K,100K --batch-docs 8 --device cpu      # here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from longqa.engine import Engine
+from longqa.haystack import parse_length
+from longqa.model import ARMTConfig, ARMTModel
+from longqa.reader import Document, token_stream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fmt(rate: float) -> str:
+    return f"{rate / 1e6:.2f}M tok/s" if rate >= 1e6 else f"{rate / 1e3:.1f}K tok/s"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB."""
+    cur = peak = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            cur = int(line.split()[1]) / 1024
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return cur, peak
+
+
+def matmul_rate(device: torch.device) -> float:
+    """Measured dense matmul FLOP/s in the dtype the engine reads with."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps = 20 if device.type == "cuda" else 5
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def reading_flops_per_token(c: ARMTConfig) -> float:
+    """Multiply-adds x2 of one context segment (S tokens + M memory tokens, memory read and write), per token."""
+    T, d, dm, dk, L = c.segment_len + c.n_mem, c.d_model, c.d_mem, c.d_key, c.n_layers
+    per_pos = 2 * (3 * d * d + d * d + 3 * d * c.d_ff)  # qkv, proj, SwiGLU
+    per_pos += 2 * d * dm + 2 * dk * d + 2 * dk  # memory read: W_Q, phi(q) A, phi(q) z
+    per_pos += 2 * 2 * (T / 2) * d  # causal attention: QK^T and AV over T/2 keys on average
+    per_mem = 2 * d * dm + 2 * d * d + 2 * d + 2 * 2 * dk * d  # W_K, W_V, beta; lookup of v_old and the A update
+    conv = 2 * c.d_model * c.conv_width * (1 if c.conv_depthwise else c.d_model) * c.segment_len
+    return (L * (per_pos * T + per_mem * c.n_mem) + conv) / c.segment_len
+
+
+def kernels_per_segment(engine: Engine) -> int:
+    """CUDA kernels one full segment launches (counted with the profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    m = engine.model
+    ids = torch.randint(3, m.config.vocab_size, (1, m.config.segment_len), device=engine.device)
+    state = m.new_state(1, engine.device)
+    m.read(ids, state)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        m.read(ids, state)
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def graph_kernel_cost(device: torch.device, n: int = 500) -> float:
+    """Seconds per tiny kernel replayed inside a CUDA graph: the launch floor of a graphed segment."""
+    x = torch.zeros(256, device=device)
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        x.add_(1)
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            x.add_(1)
+    g.replay()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(20):
+        g.replay()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / (20 * n)
+
+
+def random_stream(vocab: int, n_tokens: int, piece: int = 65536, seed: int = 0):
+    """Token ids without tokenizing: measures the model alone."""
+    g = torch.Generator().manual_seed(seed)
+    block = torch.randint(3, vocab, (piece,), generator=g).tolist()
+    left = n_tokens
+    while left > 0:
+        yield block[: min(piece, left)]
+        left -= piece
+
+
+def model_rate(engine: Engine, n_tokens: int, batch: int = 1) -> float:
+    mems = [engine.new_memory() for _ in range(batch)]
+    engine.read_ids(mems, [random_stream(engine.config.vocab_size, n_tokens // batch, seed=i) for i in range(batch)])  # warm-up
+    mems = [engine.new_memory() for _ in range(batch)]
+    sync(engine.device)
+    t = time.perf_counter()
+    engine.read_ids(mems, [random_stream(engine.config.vocab_size, n_tokens // batch, seed=i) for i in range(batch)])
+    sync(engine.device)
+    return n_tokens / (time.perf_counter() - t)
+
+
+def make_document(path: Path, n_tokens: int, engine: Engine) -> int:
+    """A text file of about n_tokens tokens: held-out noise repeated (real English, real tokenizer work)."""
+    sample = (ROOT / "longqa" / "data" / "noise-sample.txt").read_text()
+    from longqa.text import encode_text
+
+    per_char = len(encode_text(engine.tokenizer, sample[:200_000])) / 200_000
+    need_chars = int(n_tokens / per_char)
+    with open(path, "w") as f:
+        written = 0
+        while written < need_chars:
+            piece = sample[: need_chars - written]
+            f.write(piece + "\n")
+            written += len(piece) + 1
+    return path.stat().st_size
+
+
+def tokenize_rate(engine: Engine, path: Path) -> tuple[float, int]:
+    t = time.perf_counter()
+    n = sum(len(x) for x in token_stream(engine.tokenizer, Document(str(path), None)))
+    return n / (time.perf_counter() - t), n
+
+
+def ask_once(engine: Engine, path: Path, question: str) -> tuple[float, int, str]:
+    """End to end, as `longqa ask FILE Q` does it in-process."""
+    mem = engine.new_memory()
+    sync(engine.device)
+    t = time.perf_counter()
+    engine.read([mem], [[Document(str(path), path.stat().st_size)]])
+    answer = engine.answer([mem], [question])[0][0]
+    sync(engine.device)
+    return time.perf_counter() - t, mem.tokens, answer
+
+
+def segment_sweep(base: ARMTConfig, device: torch.device, lengths: list[int], n_tokens: int) -> dict[int, float]:
+    """Model-only single-document tokens/s of random-init models of the checkpoint's shape, by segment length."""
+    out = {}
+    for S in lengths:
+        cfg = ARMTConfig(**{**base.to_dict(), "segment_len": S})
+        eng = Engine.__new__(Engine)  # same engine code, a model built here instead of loaded
+        eng.device, eng.config, eng.use_graphs, eng.compile, eng._graphs = device, cfg, True, False, {}
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        eng.model = ARMTModel(cfg).to(device, dtype).eval()
+        out[S] = model_rate(eng, n_tokens)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(ROOT / "weights" / "longqa-armt-small"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sizes", default="10K,1M,10M,100M")
+    ap.add_argument("--baseline-tokens", default="1M", help="tokens for the eager fp32 baseline (it is slow)")
+    ap.add_argument("--batch-docs", type=int, default=256, help="16K-token documents read together")
+    ap.add_argument("--sweep", default="128,256,512,1024,2048")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile inside the graph")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    engine = Engine(args.model, args.device)
+    dev = engine.device
+    cfg = engine.config
+    res: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU x{os.cpu_count()}",
+                 "torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "config": {k: cfg.to_dict()[k] for k in ("d_model", "n_layers", "segment_len", "n_mem", "d_mem", "vocab_size")}}
+    rate = matmul_rate(dev)
+    fpt = reading_flops_per_token(cfg)
+    res["matmul_tflops"] = rate / 1e12
+    res["flops_per_token"] = fpt
+    floor_s_per_seg = fpt * cfg.segment_len / rate
+    if dev.type == "cuda":
+        k = kernels_per_segment(engine)
+        kc = graph_kernel_cost(dev)
+        res["kernels_per_segment"], res["graph_kernel_us"] = k, kc * 1e6
+        floor_s_per_seg += k * kc
+    res["floor_tokens_per_s"] = cfg.segment_len / floor_s_per_seg
+    print(f"device {res['device']}  matmul {rate / 1e12:.1f} TFLOP/s  {fpt / 1e6:.1f} MFLOP/token  floor {fmt(res['floor_tokens_per_s'])}", flush=True)
+
+    # model alone, ours
+    n_model = parse_length(args.baseline_tokens)
+    res["model_tokens_per_s"] = model_rate(engine, n_model)
+    print(f"model alone (ours): {fmt(res['model_tokens_per_s'])}", flush=True)
+    if args.compile and dev.type == "cuda":
+        engine.compile, engine._graphs = True, {}
+        res["model_compiled_tokens_per_s"] = model_rate(engine, n_model)
+        print(f"model alone (compiled + graph): {fmt(res['model_compiled_tokens_per_s'])}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = {}
+        for name in args.sizes.split(","):
+            n = parse_length(name)
+            path = Path(tmp) / f"doc-{name}.txt"
+            make_document(path, n, engine)
+            docs[name] = path
+        res["docs"] = []
+        for name, path in docs.items():
+            n = parse_length(name)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            # Tokenizing alone re-reads the file: skip it for the largest documents to save device time.
+            tok_rate = tokenize_rate(engine, path)[0] if n <= 10_000_000 else float("nan")
+            seconds, tokens, answer = ask_once(engine, path, "Where is Mary?")
+            row = {"size": name, "tokens": tokens, "bytes": path.stat().st_size, "seconds": seconds,
+                   "tokens_per_s": tokens / seconds, "tokenize_tokens_per_s": tok_rate,
+                   "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+                   "rss_mb": rss_mb()[0], "answer": answer}
+            res["docs"].append(row)
+            print(f"ask {name}: {tokens:,} tokens in {seconds:.2f} s = {fmt(row['tokens_per_s'])} "
+                  f"(tokenize alone {fmt(tok_rate) if tok_rate == tok_rate else 'not measured'}) peak GPU {row['peak_gpu_mb']} MB RSS {row['rss_mb']:.0f} MB", flush=True)
+            path.unlink()
+
+        # baseline: eager fp32, one segment at a time, no graphs, in the same run
+        base = Engine(args.model, str(dev), use_graphs=False)
+        base.model.float()
+        res["baseline_model_tokens_per_s"] = model_rate(base, n_model)
+        print(f"baseline model alone (eager fp32): {fmt(res['baseline_model_tokens_per_s'])}", flush=True)
+        del base
+
+    # many 16K documents at once
+    res["batched_16k_tokens_per_s"] = model_rate(engine, args.batch_docs * 16_000, batch=args.batch_docs)
+    print(f"batched {args.batch_docs} x 16K docs: {fmt(res['batched_16k_tokens_per_s'])}", flush=True)
+
+    sweep = [int(x) for x in args.sweep.split(",") if x]
+    res["segment_sweep"] = segment_sweep(cfg, dev, sweep, max(200_000, n_model // 4)) if sweep else {}
+    for S, r in res["segment_sweep"].items():
+        print(f"segment {S}: {fmt(r)}", flush=True)
+
+    big = res["docs"][-1]
+    res["ratios"] = {
+        "ours_e2e_over_baseline": big["tokens_per_s"] / res["baseline_model_tokens_per_s"],
+        "ours_model_over_baseline": res["model_tokens_per_s"] / res["baseline_model_tokens_per_s"],
+        "ours_model_over_floor": res["model_tokens_per_s"] / res["floor_tokens_per_s"],
+        "ours_e2e_over_floor": big["tokens_per_s"] / res["floor_tokens_per_s"],
+    }
+    res["peak_rss_mb"] = rss_mb()[1]
+    print("\n| measure | value |\n|---|---|")
+    for r in res["docs"]:
+        print(f"| ask {r['size']} end to end | {fmt(r['tokens_per_s'])} ({r['seconds']:.2f} s; tokenize alone {fmt(r['tokenize_tokens_per_s']) if r['tokenize_tokens_per_s'] == r['tokenize_tokens_per_s'] else 'not measured'}; peak GPU {r['peak_gpu_mb'] and round(r['peak_gpu_mb'])} MB; RSS {r['rss_mb']:.0f} MB) |")
+    print(f"| model alone, ours | {fmt(res['model_tokens_per_s'])} |")
+    print(f"| model alone, baseline (eager fp32) | {fmt(res['baseline_model_tokens_per_s'])} |")
+    print(f"| floor | {fmt(res['floor_tokens_per_s'])} |")
+    print(f"| batched 16K docs x{args.batch_docs} | {fmt(res['batched_16k_tokens_per_s'])} |")
+    for k, v in res["ratios"].items():
+        print(f"| {k} | {v:.2f} |")
+    print(f"| peak RSS | {res['peak_rss_mb']:.0f} MB |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
