@@ -6,6 +6,7 @@ are imported inside the commands so that `longqa --help` is instant.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -139,7 +140,11 @@ def collect_questions(args: list[str] | None, questions_file: str | None, source
         if questions_file == "-" and source == "-":
             raise InputError("standard input cannot be both SOURCE and --questions")
         try:
-            f = sys.stdin if questions_file == "-" else open(questions_file, encoding="utf-8", errors="replace")
+            if questions_file == "-":
+                # sys.stdin is None when the process was started with fd 0 closed: no questions from it.
+                f = io.StringIO() if sys.stdin is None else sys.stdin
+            else:
+                f = open(questions_file, encoding="utf-8", errors="replace")
             with f:
                 questions += [line.strip() for line in f if line.strip()]
         except FileNotFoundError:

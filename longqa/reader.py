@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import io
 import lzma
 import os
 import stat
@@ -92,7 +93,11 @@ def read_chunks(doc: Document, progress: Progress | None = None) -> Iterator[str
     """Decoded text of one document, in chunks of about CHUNK_BYTES."""
     is_stdin = doc.name == "-"
     try:
-        raw: BinaryIO = sys.stdin.buffer if is_stdin else open(doc.name, "rb")
+        if is_stdin:
+            # sys.stdin is None when the process was started with fd 0 closed (`<&-`): no input at all.
+            raw: BinaryIO = io.BytesIO() if sys.stdin is None else sys.stdin.buffer
+        else:
+            raw = open(doc.name, "rb")
     except FileNotFoundError:
         raise InputError(f"no such file: {doc.name}") from None
     except IsADirectoryError:

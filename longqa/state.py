@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -65,7 +66,18 @@ def save(path: str | Path, memory: Memory, fingerprint: str) -> None:
         "sources": json.dumps(memory.sources),
         "checksum": _checksum(tensors),
     }
-    write_atomic(path, st_save(tensors, metadata=meta))
+    write_atomic(path, _canonical(st_save(tensors, metadata=meta)))
+
+
+def _canonical(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header keys sorted. safetensors writes the metadata in
+    (randomised) Rust hash-map order, so the same memory gave different bytes from run to run; offsets
+    are relative to the data, which is untouched, and the header stays padded to 8 bytes as written."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + blob[8 + n :]
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -73,10 +85,29 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     if path.is_dir():
         raise StateError(f"cannot write {path}: it is a directory")
+    if path.is_symlink():
+        # Renaming over a symlink would replace the link by a file; update what it points to instead.
+        path = Path(os.path.realpath(path))
+    try:
+        old_mode: int | None = path.stat().st_mode
+    except OSError:
+        old_mode = None
+    if old_mode is not None and not stat.S_ISREG(old_mode):
+        # A device, FIFO or socket (/dev/null, /dev/stdout, a pipe): renaming a temp file over it would
+        # replace the node itself (as root, `--save /dev/null` would delete /dev/null). Write through
+        # it; there is no old file to protect.
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise RuntimeFailure(f"cannot write {path}: {e.strerror or e}") from None
+        return
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
         with os.fdopen(fd, "wb") as f:
+            # mkstemp creates 0600: keep the old file's permissions, or give a new one the umask's.
+            os.fchmod(f.fileno(), stat.S_IMODE(old_mode) if old_mode is not None else 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -89,9 +120,19 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def read_header(path: str | Path) -> dict | None:
     """The safetensors header of a file, or None if it is not a safetensors file at all."""
     try:
+        # Only a regular file can be a state. Peeking into a FIFO or `<(cmd)` would swallow the first
+        # bytes of the text that the reader opens it for next.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f:
             raw = f.read(8)
             if len(raw) < 8:
