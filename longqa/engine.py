@@ -63,6 +63,10 @@ def load_checkpoint(model_dir: str | Path) -> tuple[ARMTModel, Tokenizer]:
     missing = [n for n in MODEL_FILES if not (d / n).is_file()]
     if missing:
         raise InputError(f"{d} is not a longqa model directory (missing {', '.join(missing)})")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr is for our progress and errors, not a loader's bars
+    hf_logging.set_verbosity_error()
     try:
         config = ARMTConfig.from_pretrained(d)
         model = ARMTModel.from_pretrained(d, config=config)
@@ -167,10 +171,6 @@ class SegmentGraph:
 
 class Engine:
     def __init__(self, model_dir: str | Path, device: str = "auto", use_graphs: bool = True, compile: bool = False) -> None:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
         self.device = resolve_device(device)
         model, self.tokenizer = load_checkpoint(model_dir)
         self.fingerprint = fingerprint(model_dir)

@@ -141,6 +141,17 @@ def _looks_binary(path: str) -> bool:
     return b"\x00" in head
 
 
+def _container_kind(head: bytes) -> str | None:
+    """Formats that are certainly not text and that people mistake for saved memories (mem.pt)."""
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "Python pickle"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip (torch.save)"
+    if len(head) >= 10 and head[8:10] == b'{"':
+        return "safetensors"
+    return None
+
+
 def documents(source: str, warn: Warn) -> list[Document]:
     """The documents of one SOURCE: itself, or every text file below a directory in sorted path order."""
     if source == "-":
@@ -153,6 +164,14 @@ def documents(source: str, warn: Warn) -> list[Document]:
     except OSError as e:
         raise InputError(f"cannot access {source}: {e.strerror or e}") from None
     if not p.is_dir():
+        if stat.S_ISREG(st.st_mode):
+            try:
+                with open(source, "rb") as f:
+                    kind = _container_kind(f.read(16))
+            except OSError:
+                kind = None  # the reader reports it when it opens the file
+            if kind:
+                raise InputError(f"{source} is a {kind} file, not text nor a longqa state; refused")
         return [Document(source, st.st_size if stat.S_ISREG(st.st_mode) else None)]
     docs: list[Document] = []
     seen: set[str] = set()

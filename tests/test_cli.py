@@ -254,6 +254,24 @@ def test_damaged_state_as_source(run, corpus: Path, tmp_path: Path) -> None:
     assert_error(run("ask", tmp_path / "s", QS[0]), 2, "damaged")
 
 
+def test_pickle_or_truncated_state_as_source_is_refused_not_read(run, corpus: Path, tmp_path: Path) -> None:
+    import os
+    import pickle
+
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    (tmp_path / "mem.pt").write_bytes(pickle.dumps(Payload()))
+    assert_error(run("ask", tmp_path / "mem.pt", QS[0]), 2, "pickle")
+    assert not marker.exists()
+    run("memorize", corpus / "a.txt", "--save", tmp_path / "s")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "s").read_bytes()[:40])  # header cut short
+    assert_error(run("ask", tmp_path / "cut.pt", QS[0]), 2, "safetensors")
+
+
 def test_state_of_another_model(run, corpus: Path, tmp_path: Path, other_model: Path) -> None:
     assert cli.main(["memorize", str(corpus / "a.txt"), "--save", str(tmp_path / "other"), "-m", str(other_model), "-q"]) == 0
     assert_error(run("ask", tmp_path / "other", QS[0]), 2, "another model")

@@ -1,0 +1,39 @@
+"""The shipped checkpoint, on CPU, on a fixed set of generated QA1-QA5 documents of ~2K tokens.
+
+A regression in the model code, the tokenizer, the encoding or the reader shows up here as lost accuracy.
+The floors sit a little under what the checkpoint measured on this set (20 per task; QA1 95, QA2 80,
+QA3 30, QA4 95, QA5 100 %). The issue's target (>= 90 % on every task) is NOT met by this checkpoint
+for QA2 and QA3; see weights/longqa-armt-small/README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from longqa.cli import NOISE_SAMPLE
+from longqa.engine import Engine
+from longqa.evaluate import evaluate
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "longqa-armt-small"
+FLOORS = {"qa1": 0.85, "qa2": 0.65, "qa3": 0.15, "qa4": 0.85, "qa5": 0.90}
+
+
+@pytest.fixture(scope="module")
+def cells():
+    torch.manual_seed(0)
+    engine = Engine(WEIGHTS, "cpu")
+    return {c.task: c for c in evaluate(engine, [NOISE_SAMPLE], list(FLOORS), [2000], n=20, seed=0, batch=20)}
+
+
+@pytest.mark.parametrize("task", list(FLOORS))
+def test_accuracy_floor(cells, task: str) -> None:
+    c = cells[task]
+    print(f"{task}: {c.accuracy:.2f} (shortcut {c.last_mentioned:.2f})")
+    assert c.accuracy >= FLOORS[task]
+
+
+def test_beats_the_last_mentioned_shortcut(cells) -> None:
+    assert sum(c.accuracy for c in cells.values()) > sum(c.last_mentioned for c in cells.values()) + 1.5
