@@ -129,7 +129,11 @@ def prefetch(items: Iterator, depth: int = 16) -> Iterator:
                 return
             yield item
     finally:
+        # Wait for the producer to leave native code (tokenizer, torch): a process that exits while a
+        # thread is inside it aborts ("terminate called without an active exception") instead of
+        # exiting with our code. The timeout covers a producer blocked on a slow pipe.
         stop.set()
+        thread.join(timeout=10)
 
 
 class SegmentGraph:

@@ -284,4 +284,6 @@ def test_reading_a_huge_one_line_file_stays_in_bounded_ram(tiny_model: Path, tmp
     print(f"\n{BIG_MB} MB one-line file: {int(tokens):,} tokens in {seconds} s; peak RSS {peak_mb} MB "
           f"(VmHWM; {start_mb} MB before reading; ru_maxrss {maxrss_mb} MB includes the forked parent)")
     assert int(tokens) >= BIG_MB * (1 << 18)  # every word read
-    assert int(peak_mb) < RSS_LIMIT_MB and int(maxrss_mb) < RSS_LIMIT_MB
+    # VmHWM is the child's own peak; ru_maxrss also counts the pytest parent it was forked from, which
+    # grows with whatever ran before in the suite, so it is printed but not judged.
+    assert int(peak_mb) < RSS_LIMIT_MB
