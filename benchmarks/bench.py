@@ -168,15 +168,12 @@ def ask_once(engine: Engine, path: Path, question: str) -> tuple[float, int, str
     return time.perf_counter() - t, mem.tokens, answer
 
 
-def segment_sweep(base: ARMTConfig, device: torch.device, lengths: list[int], n_tokens: int) -> dict[int, float]:
+def segment_sweep(base: ARMTConfig, tokenizer, device: torch.device, lengths: list[int], n_tokens: int) -> dict[int, float]:
     """Model-only single-document tokens/s of random-init models of the checkpoint's shape, by segment length."""
     out = {}
     for S in lengths:
         cfg = ARMTConfig(**{**base.to_dict(), "segment_len": S})
-        eng = Engine.__new__(Engine)  # same engine code, a model built here instead of loaded
-        eng.device, eng.config, eng.use_graphs, eng.compile, eng._graphs = device, cfg, True, False, {}
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        eng.model = ARMTModel(cfg).to(device, dtype).eval()
+        eng = Engine.from_model(ARMTModel(cfg), tokenizer, str(device))
         out[S] = model_rate(eng, n_tokens)
     return out
 
@@ -257,7 +254,7 @@ def main() -> None:
     print(f"batched {args.batch_docs} x 16K docs: {fmt(res['batched_16k_tokens_per_s'])}", flush=True)
 
     sweep = [int(x) for x in args.sweep.split(",") if x]
-    res["segment_sweep"] = segment_sweep(cfg, dev, sweep, max(200_000, n_model // 4)) if sweep else {}
+    res["segment_sweep"] = segment_sweep(cfg, engine.tokenizer, dev, sweep, max(200_000, n_model // 4)) if sweep else {}
     for S, r in res["segment_sweep"].items():
         print(f"segment {S}: {fmt(r)}", flush=True)
 

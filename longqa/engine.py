@@ -175,17 +175,28 @@ class SegmentGraph:
 
 class Engine:
     def __init__(self, model_dir: str | Path, device: str = "auto", use_graphs: bool = True, compile: bool = False) -> None:
-        self.device = resolve_device(device)
-        model, self.tokenizer = load_checkpoint(model_dir)
-        self.fingerprint = fingerprint(model_dir)
+        model, tokenizer = load_checkpoint(model_dir)
+        self._setup(model, tokenizer, fingerprint(model_dir), resolve_device(device), use_graphs, compile)
+
+    @classmethod
+    def from_model(cls, model: ARMTModel, tokenizer: Tokenizer, device: str = "auto", use_graphs: bool = True) -> Engine:
+        """An engine around a model in memory (benchmarks of other shapes); its states carry no fingerprint."""
+        engine = cls.__new__(cls)
+        engine._setup(model, tokenizer, "", resolve_device(device), use_graphs, False)
+        return engine
+
+    def _setup(
+        self, model: ARMTModel, tokenizer: Tokenizer, fp: str, device: torch.device, use_graphs: bool, compile: bool
+    ) -> None:
+        self.device, self.tokenizer, self.fingerprint = device, tokenizer, fp
         # bf16 on GPU for speed; fp32 on CPU where bf16 is slow. The memory state is fp32 either way.
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = model.to(self.device, dtype).eval()
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.model = model.to(device, dtype).eval()
         self.config: ARMTConfig = model.config
         self.use_graphs = use_graphs
         self.compile = compile
         self._graphs: dict[int, SegmentGraph | None] = {}
-        if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
             # Leave one core to the tokenizer thread that runs beside the model.
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 

@@ -105,10 +105,10 @@ def table(cells: list[Cell]):
             c = by.get((task, length))
             row.append(f"{100 * c.accuracy:.1f} ({100 * c.last_mentioned:.0f})" if c else "")
         t.add_row(*row)
-    means = ["mean"] + [
-        f"{100 * sum(by[(t_, L)].accuracy for t_ in tasks if (t_, L) in by) / max(1, sum((t_, L) in by for t_ in tasks)):.1f}"
-        for L in lengths
-    ]
+    means = ["mean"]
+    for length in lengths:
+        accs = [by[(task, length)].accuracy for task in tasks if (task, length) in by]
+        means.append(f"{100 * sum(accs) / len(accs):.1f}")
     t.add_row(*means)
     return t
 
