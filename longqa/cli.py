@@ -189,13 +189,13 @@ def check_exists(paths: list[str]) -> None:
             raise InputError(f"no such file or directory: {p}")
 
 
-def emit(question: str, answer: str, as_json: bool, extra: dict) -> None:
+def emit(question: str, answer: str, as_json: bool, extra: dict, with_source: bool = False) -> None:
     if as_json:
         print(json.dumps({"question": question, "answer": answer, **extra}, ensure_ascii=False), flush=True)
     else:
         # One line per answer, whatever the model generated: line breaks or tabs would break the
         # one-answer-per-line contract and the tab-separated `--each` output.
-        prefix = f"{extra['source']}\t" if "source" in extra and extra.get("each") else ""
+        prefix = f"{extra['source']}\t" if with_source else ""
         print(f"{prefix}{' '.join(answer.split())}", flush=True)
 
 
@@ -257,7 +257,7 @@ def ask_each(engine, source: str, qs: list[str], as_json: bool, quiet: bool) -> 
             if mem.tokens == 0:
                 warn(f"{doc.name}: no text")
             for q, a in zip(qs, answers):
-                emit(q, a, as_json, {"source": doc.name, "tokens": mem.tokens, "each": True})
+                emit(q, a, as_json, {"source": doc.name, "tokens": mem.tokens}, with_source=True)
     rep.done(tokens, f"read {len(docs)} documents")
 
 
