@@ -252,10 +252,8 @@ class Engine:
         for rows, seg_ids in prefetch(lockstep(streams)):
             if graph and len(rows) == B:
                 graph.run(seg_ids)
-            elif len(rows) == B:
-                new = self.model.read(seg_ids.to(self.device), state)
-                state.A.copy_(new.A)
-                state.z.copy_(new.z)
+            elif len(rows) == B:  # no graph: the new state simply replaces the old one
+                state = self.model.read(seg_ids.to(self.device), state)
             else:  # some documents have ended: only the others read, the ended rows keep their state
                 idx = torch.tensor(rows, device=self.device)
                 new = self.model.read(seg_ids.to(self.device), state.rows(idx))

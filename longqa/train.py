@@ -294,10 +294,10 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     ddp = "RANK" in os.environ
     if ddp:
         dist.init_process_group("nccl")
-        rank, world = dist.get_rank(), dist.get_world_size()
+        rank = dist.get_rank()
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     else:
-        rank, world = 0, 1
+        rank = 0
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
