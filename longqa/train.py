@@ -30,7 +30,7 @@ from torch import nn
 from . import babi
 from .engine import save_checkpoint
 from .haystack import NoiseBank, build
-from .model import ARMTConfig, ARMTModel
+from .model import ARMTConfig, ARMTModel, MemoryState
 from .text import EOS, GEN, encode_sentences
 
 IGNORE = -100
@@ -42,7 +42,13 @@ class Stage:
     max_segments: int  # lengths are drawn uniformly in 1..max_segments segments
     dense: float  # share of examples that are dense streams
     lr: float = 3e-4
+    lr_end: float | None = None  # decay linearly from lr to lr_end over the stage; None: constant
     batch: int | None = None  # per GPU; None: TrainConfig.batch
+    task_weights: list[float] | None = None  # sampling weight per babi.TASKS entry; None: uniform
+    # Chance that a batch row starts from the memory its row ended the previous step with (detached)
+    # instead of an empty one. Rows then see memories hundreds of segments old at no extra cost: a
+    # model trained only on fresh memories broke down once the memory held more than ~32 segments.
+    carry: float = 0.0
 
 
 @dataclass
@@ -112,7 +118,7 @@ class ExampleMaker:
         return hay.context_ids, [IGNORE] * len(hay.context_ids), (sample.question, sample.answer)
 
     def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
-        task = rng.choice(babi.TASKS)
+        task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
         # Leave room so the context fits the drawn number of segments.
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         make = self.dense if rng.random() < stage.dense else self.single
@@ -164,12 +170,17 @@ class Batches(torch.utils.data.IterableDataset):
             step += nw
 
 
-def stage_at(stages: list[Stage], step: int) -> Stage:
+def stage_position(stages: list[Stage], step: int) -> tuple[Stage, int]:
+    """The stage that global `step` falls in, and how many of its steps came before."""
     for s in stages:
         if step < s.steps:
-            return s
+            return s, step
         step -= s.steps
-    return stages[-1]
+    return stages[-1], stages[-1].steps
+
+
+def stage_at(stages: list[Stage], step: int) -> Stage:
+    return stage_position(stages, step)[0]
 
 
 # ---- loss ----------------------------------------------------------------------------------------
@@ -180,11 +191,15 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, b: dict[str, torch.Tensor], A0: torch.Tensor, z0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, MemoryState]:
+        """Loss, per-row exact match, task ids, and the detached memory after the context (for carrying).
+        A0, z0: the memory each row starts from (plain tensors, so DDP passes them through)."""
         m = self.model
         S = m.config.segment_len
         B, T = b["ids"].shape
-        state = m.new_state(B, b["ids"].device)
+        state = MemoryState(A0, z0)
         loss = torch.zeros((), device=b["ids"].device)
         count = 0
         for s in range(T // S):
@@ -196,6 +211,7 @@ class LossModule(nn.Module):
             if sel.any():
                 loss = loss + F.cross_entropy(m.logits(h[sel]).float(), labels[sel], reduction="sum")
                 count += int(sel.sum())
+        carried = MemoryState(state.A.detach(), state.z.detach())
         h = m.read_only(b["q_ids"], state, b["q_lengths"])
         sel = b["q_labels"] != IGNORE
         logits = m.logits(h[sel]).float()
@@ -205,7 +221,7 @@ class LossModule(nn.Module):
         right = torch.zeros_like(b["q_labels"], dtype=torch.bool)
         right[sel] = logits.argmax(-1) == b["q_labels"][sel]
         exact = (right | ~sel).all(1)
-        return loss / count, exact, b["task"]
+        return loss / count, exact, b["task"], carried
 
 
 # ---- checkpoints (safetensors only; every file <= 16 MiB so it can come back from the GPU box) ----
@@ -283,8 +299,32 @@ def load_training(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) ->
 
 
 # ---- the loop ------------------------------------------------------------------------------------
+def start_state(
+    model: ARMTModel, carry: float, carried: MemoryState | None, batch: int, device: torch.device
+) -> MemoryState:
+    """Empty memories, except that each row keeps last step's memory with chance `carry` (see Stage)."""
+    state = model.new_state(batch, device)
+    if carry > 0 and carried is not None and carried.batch_size == batch:
+        keep = torch.rand(batch, device=device) < carry
+        state.A[keep], state.z[keep] = carried.A[keep], carried.z[keep]
+    return state
+
+
+def exact_by_task(exact: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
+    """Final-answer exact match over a window of rows: overall and per task."""
+    out = {"exact": float(exact.float().mean())}
+    for i, name in enumerate(babi.TASKS):
+        sel = task == i
+        if sel.any():
+            out[f"exact_{name}"] = float(exact[sel].float().mean())
+    return out
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    base = stage_at(cfg.stages, step).lr
+    stage, done = stage_position(cfg.stages, step)
+    base = stage.lr
+    if stage.lr_end is not None:  # linear decay across the stage
+        base += (stage.lr_end - stage.lr) * done / stage.steps
     return base * min(1.0, (step + 1) / cfg.warmup)
 
 
@@ -338,6 +378,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     )
     log_path = out / "log.jsonl"
     window: list[dict] = []
+    carried: MemoryState | None = None  # not saved: a resumed run starts from empty memories
     last = time.time()
     for batch in data:
         if step >= total or (time.time() - t0) / 60 > max_minutes:
@@ -345,20 +386,21 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
+        start = start_state(model, stage_at(cfg.stages, step).carry, carried, b["ids"].shape[0], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, exact, task = net(b)
+            loss, exact, task, carried = net(b, start.A, start.z)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         step += 1
-        window.append({"loss": loss.detach(), "exact": exact.float().mean().detach(), "gnorm": gnorm.detach(), "segs": b["ids"].shape[1] // model.config.segment_len})
+        window.append({"loss": loss.detach(), "exact": exact.detach(), "task": task, "gnorm": gnorm.detach()})
         if step % cfg.log_every == 0 or step == total:
             now = time.time()
             rec = {
                 "step": step,
                 "loss": float(torch.stack([w["loss"] for w in window]).mean()),
-                "exact": float(torch.stack([w["exact"] for w in window]).mean()),
+                **exact_by_task(torch.cat([w["exact"] for w in window]), torch.cat([w["task"] for w in window])),
                 "gnorm": float(torch.stack([w["gnorm"] for w in window]).mean()),
                 "lr": lr_at(cfg, step - 1),
                 "max_segments": stage_at(cfg.stages, step - 1).max_segments,

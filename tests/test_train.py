@@ -1,0 +1,103 @@
+"""The trainer on CPU with a tiny model: checkpoints, resume, the curriculum's knobs."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from longqa import babi
+from longqa.haystack import NoiseBank
+from longqa.model import ARMTConfig, ARMTModel, MemoryState
+from longqa.train import (
+    ExampleMaker,
+    Stage,
+    TrainConfig,
+    exact_by_task,
+    load_model,
+    lr_at,
+    start_state,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZER = ROOT / "weights" / "longqa-armt-small" / "tokenizer.json"
+NOISE = ROOT / "longqa" / "data" / "noise-sample.txt"
+TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "segment_len": 64, "n_mem": 4, "d_mem": 8}
+
+
+def tiny_config(out: Path, stages: list[Stage]) -> TrainConfig:
+    return TrainConfig(
+        noise=[str(NOISE)], tokenizer=str(TOKENIZER), out=str(out), model=TINY, stages=stages,
+        batch=4, warmup=2, workers=0, log_every=1, save_every=100,
+    )
+
+
+def test_train_checkpoints_and_resumes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    stages = [Stage(steps=2, max_segments=1, dense=1.0, lr=1e-3), Stage(steps=2, max_segments=3, dense=0.5, carry=1.0)]
+    cfg = tiny_config(tmp_path / "run", stages)
+    assert train(cfg, max_minutes=5, log=lambda _: None) == 4
+    run = Path(cfg.out)
+    assert json.loads((run / "trainer.json").read_text())["step"] == 4
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(0 <= r["exact"] <= 1 and r["loss"] > 0 for r in rows)
+    assert any(k.startswith("exact_qa") for r in rows for k in r)
+    before = load_model(run).state_dict()
+
+    # Appending a stage resumes from the saved step with the saved weights, and trains on.
+    cfg.stages.append(Stage(steps=2, max_segments=2, dense=0.0, lr=5e-4))
+    assert train(cfg, max_minutes=5, log=lambda _: None) == 6
+    after = load_model(run).state_dict()
+    assert json.loads((run / "trainer.json").read_text())["step"] == 6
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lr_warms_up_then_decays_linearly_within_a_stage(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, [Stage(10, 1, 1.0, lr=1e-3), Stage(10, 1, 1.0, lr=1e-3, lr_end=1e-4)])
+    cfg.warmup = 5
+    assert lr_at(cfg, 0) == pytest.approx(2e-4)
+    assert lr_at(cfg, 4) == pytest.approx(1e-3)
+    assert lr_at(cfg, 9) == pytest.approx(1e-3)
+    assert lr_at(cfg, 10) == pytest.approx(1e-3)
+    assert lr_at(cfg, 15) == pytest.approx(1e-3 - 0.5 * 9e-4)
+    assert lr_at(cfg, 10_000) == pytest.approx(1e-4)  # past the end: the last stage's final rate
+
+
+def test_start_state_carries_rows_only_when_asked() -> None:
+    model = ARMTModel(ARMTConfig(vocab_size=64, **TINY))
+    carried = MemoryState(torch.rand(3, 2, model.config.d_key, 32) + 1, torch.rand(3, 2, model.config.d_key) + 1)
+    fresh = start_state(model, 0.0, carried, 3, torch.device("cpu"))
+    assert not fresh.A.any() and not fresh.z.any()
+    kept = start_state(model, 1.0, carried, 3, torch.device("cpu"))
+    assert torch.equal(kept.A, carried.A) and torch.equal(kept.z, carried.z)
+    assert not kept.A.data_ptr() == carried.A.data_ptr()  # a copy: the next step cannot alias it
+    resized = start_state(model, 1.0, carried, 4, torch.device("cpu"))  # batch size changed: start empty
+    assert not resized.A.any()
+    torch.manual_seed(0)
+    mixed = start_state(model, 0.5, MemoryState(carried.A[:1].expand(400, -1, -1, -1), carried.z[:1].expand(400, -1, -1)), 400, torch.device("cpu"))
+    share = float((mixed.z.sum((1, 2)) > 0).float().mean())
+    assert 0.4 < share < 0.6
+
+
+def test_task_weights_select_the_tasks_drawn() -> None:
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    maker = ExampleMaker(tok, NoiseBank([str(NOISE)], tok), 64, 0.25)
+    rng = random.Random(0)
+    stage = Stage(1, 2, 0.5, task_weights=[0, 0, 1, 0, 0])
+    assert {maker.example(rng, stage, 2)["task"] for _ in range(20)} == {"qa3"}
+    uniform = replace(stage, task_weights=None)
+    assert {maker.example(rng, uniform, 1)["task"] for _ in range(200)} == set(babi.TASKS)
+
+
+def test_exact_by_task() -> None:
+    exact = torch.tensor([True, False, True, True])
+    task = torch.tensor([0, 0, 2, 2])
+    assert exact_by_task(exact, task) == {"exact": 0.75, "exact_qa1": 0.5, "exact_qa3": 1.0}
