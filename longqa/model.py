@@ -35,6 +35,7 @@ class ARMTConfig(PreTrainedConfig):
         d_mem: int = 32,
         conv_width: int = 6,
         conv_depthwise: bool = True,
+        write_cap: bool = False,  # True for checkpoints trained with it (see AssociativeMemory._gain_cap)
         norm_eps: float = 1e-5,
         mem_eps: float = 1e-6,
         max_answer_tokens: int = 10,
@@ -58,6 +59,7 @@ class ARMTConfig(PreTrainedConfig):
         self.d_mem = d_mem
         self.conv_width = conv_width
         self.conv_depthwise = conv_depthwise
+        self.write_cap = write_cap
         self.norm_eps = norm_eps
         self.mem_eps = mem_eps
         self.max_answer_tokens = max_answer_tokens
@@ -105,6 +107,7 @@ class AssociativeMemory(nn.Module):
     def __init__(self, cfg: ARMTConfig) -> None:
         super().__init__()
         self.eps = cfg.mem_eps
+        self.write_cap = cfg.write_cap
         self.W_Q = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
         self.W_K = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
         self.W_V = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
@@ -137,9 +140,25 @@ class AssociativeMemory(nn.Module):
             if active is not None:
                 keep = active.to(m.dtype).view(-1, 1, 1)
                 beta, gamma = beta * keep, gamma * keep
-            A = A + phi_k.transpose(1, 2) @ (beta * (v - v_old))
             z = z + (gamma * phi_k).sum(1)
+            if self.write_cap:
+                beta = beta * self._gain_cap(phi_k, beta, z)
+            A = A + phi_k.transpose(1, 2) @ (beta * (v - v_old))
         return A, z
+
+    def _gain_cap(self, phi_k: torch.Tensor, beta: torch.Tensor, z_new: torch.Tensor) -> torch.Tensor:
+        """Factor (B, 1, 1) <= 1 on beta so that this segment's writes cannot overshoot.
+
+        The M writes of a segment land at once. After them, the lookup at written key j moves by
+        sum_i G_ji (v_i - v_old_i) with G_ji = beta_i phi_i.phi_j / z'.phi_j. A single key has G <= 1 thanks
+        to gamma, but once z is saturated (gamma = 0, after some hundred segments) similar keys written
+        together sum to G >> 1: every segment overshoots and A grows without bound (inf after ~100
+        segments of bAbI facts in an old memory). G is similar to a PSD matrix, so its eigenvalues are real
+        and >= 0, and its largest row sum bounds them: scaling beta to keep that <= 1 makes each write a
+        step towards its targets, never past them. Young memories (the usual G < 1) are left as they are."""
+        overlap = phi_k @ phi_k.transpose(1, 2)  # (B, M, M): phi_j . phi_i
+        row = (overlap @ beta) / (phi_k @ z_new.unsqueeze(-1) + self.eps)  # (B, M, 1): sum_i G_ji
+        return 1 / row.amax(1, keepdim=True).clamp_min(1).detach()
 
 
 class CausalConv(nn.Module):
@@ -215,6 +234,12 @@ class ARMTModel(PreTrainedModel):
             init.ones_(module.weight)
         elif isinstance(module, ARMTModel):
             init.normal_(module.mem_tokens, std=0.02)
+
+    def set_write_cap(self, on: bool) -> None:
+        """Switch the write cap (AssociativeMemory._gain_cap) on or off; saved with the config."""
+        self.config.write_cap = on
+        for mem in self.memory:
+            mem.write_cap = on
 
     # ---- state -------------------------------------------------------------------------------
     def new_state(self, batch: int = 1, device: torch.device | str | None = None) -> MemoryState:

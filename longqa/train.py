@@ -34,6 +34,7 @@ from .model import ARMTConfig, ARMTModel, MemoryState
 from .text import EOS, GEN, encode_sentences
 
 IGNORE = -100
+MAX_SKIPPED = 100  # non-finite steps tolerated in one call before training stops with an error
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Stage:
     # instead of an empty one. Rows then see memories hundreds of segments old at no extra cost: a
     # model trained only on fresh memories broke down once the memory held more than ~32 segments.
     carry: float = 0.0
+    write_cap: bool | None = None  # switch the model's write cap on/off from this stage on; None: leave it
 
 
 @dataclass
@@ -305,7 +307,8 @@ def start_state(
     """Empty memories, except that each row keeps last step's memory with chance `carry` (see Stage)."""
     state = model.new_state(batch, device)
     if carry > 0 and carried is not None and carried.batch_size == batch:
-        keep = torch.rand(batch, device=device) < carry
+        finite = torch.isfinite(carried.A).flatten(1).all(1) & torch.isfinite(carried.z).flatten(1).all(1)
+        keep = (torch.rand(batch, device=device) < carry) & finite
         state.A[keep], state.z[keep] = carried.A[keep], carried.z[keep]
     return state
 
@@ -379,6 +382,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     log_path = out / "log.jsonl"
     window: list[dict] = []
     carried: MemoryState | None = None  # not saved: a resumed run starts from empty memories
+    skipped = 0
     last = time.time()
     for batch in data:
         if step >= total or (time.time() - t0) / 60 > max_minutes:
@@ -386,16 +390,25 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        start = start_state(model, stage_at(cfg.stages, step).carry, carried, b["ids"].shape[0], device)
+        stage = stage_at(cfg.stages, step)
+        if stage.write_cap is not None:
+            model.set_write_cap(stage.write_cap)
+        start = start_state(model, stage.carry, carried, b["ids"].shape[0], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss, exact, task, carried = net(b, start.A, start.z)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
         step += 1
-        window.append({"loss": loss.detach(), "exact": exact.detach(), "task": task, "gnorm": gnorm.detach()})
-        if step % cfg.log_every == 0 or step == total:
+        # gnorm is computed from the all-reduced gradients, so every rank takes the same branch.
+        if torch.isfinite(gnorm):
+            opt.step()
+            window.append({"loss": loss.detach(), "exact": exact.detach(), "task": task, "gnorm": gnorm.detach()})
+        else:  # one bad batch must not poison the weights (or the carried memories)
+            skipped, carried = skipped + 1, None
+            if skipped > MAX_SKIPPED:
+                raise RuntimeError(f"training diverged: {skipped} non-finite steps by step {step}")
+        if window and (step % cfg.log_every == 0 or step == total):
             now = time.time()
             rec = {
                 "step": step,
@@ -404,6 +417,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
                 "gnorm": float(torch.stack([w["gnorm"] for w in window]).mean()),
                 "lr": lr_at(cfg, step - 1),
                 "max_segments": stage_at(cfg.stages, step - 1).max_segments,
+                "skipped": skipped,
                 "sec_per_step": (now - last) / len(window),
                 "minutes": (now - t0) / 60,
             }

@@ -115,6 +115,37 @@ def test_gamma_is_one_on_first_write_and_zero_on_rewrite() -> None:
     assert torch.allclose(z2, z1, rtol=1e-3)
 
 
+def test_write_cap_stops_simultaneous_rewrites_from_overshooting() -> None:
+    """A key already counted in z (gamma = 0), rewritten by 8 memory tokens at once: without the cap the
+    8 corrections add up and the lookup lands 7x the error past its target; with it, on the target."""
+    k = torch.randn(1, 1, D_MODEL)
+    errors = {}
+    for cap in (False, True):
+        mem = controlled_memory()
+        mem.write_cap = cap
+        A, z = mem.write(k, *empty(), None)
+        with torch.no_grad():
+            mem.W_V.weight.mul_(-3.0)
+        A, z = mem.write(k.expand(1, 8, -1), A, z, None)
+        errors[cap] = float((mem.read(k, A, z) + 3 * k).norm().detach() / (4 * k).norm())
+    assert errors[False] == pytest.approx(7.0, rel=1e-3)
+    assert errors[True] < 1e-3
+
+
+def test_write_cap_leaves_a_first_write_unchanged() -> None:
+    torch.manual_seed(0)
+    model = ARMTModel(small_config()).eval()
+    with torch.no_grad():
+        for mem in model.memory:
+            mem.W_V.weight.normal_(std=0.5)
+    ids = torch.randint(3, 50, (2, 8))
+    plain = model.read(ids, model.new_state(2))
+    for mem in model.memory:
+        mem.write_cap = True
+    capped = model.read(ids, model.new_state(2))
+    assert torch.allclose(plain.A, capped.A) and torch.equal(plain.z, capped.z)
+
+
 def test_gamma_is_one_for_a_key_orthogonal_to_the_memory() -> None:
     mem = AssociativeMemory(ARMTConfig(d_model=D_MEM, d_mem=D_MEM))
     with torch.no_grad():

@@ -40,7 +40,7 @@ def tiny_config(out: Path, stages: list[Stage]) -> TrainConfig:
 
 def test_train_checkpoints_and_resumes(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    stages = [Stage(steps=2, max_segments=1, dense=1.0, lr=1e-3), Stage(steps=2, max_segments=3, dense=0.5, carry=1.0)]
+    stages = [Stage(steps=2, max_segments=1, dense=1.0, lr=1e-3), Stage(steps=2, max_segments=3, dense=0.5, carry=1.0, write_cap=True)]
     cfg = tiny_config(tmp_path / "run", stages)
     assert train(cfg, max_minutes=5, log=lambda _: None) == 4
     run = Path(cfg.out)
@@ -49,6 +49,7 @@ def test_train_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(0 <= r["exact"] <= 1 and r["loss"] > 0 for r in rows)
     assert any(k.startswith("exact_qa") for r in rows for k in r)
+    assert json.loads((run / "config.json").read_text())["write_cap"] is True  # switched on by stage 2
     before = load_model(run).state_dict()
 
     # Appending a stage resumes from the saved step with the saved weights, and trains on.
