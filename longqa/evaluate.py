@@ -40,8 +40,12 @@ def _mentioned(task: str, facts: list[str], question: str) -> list[str]:
 
 
 def evaluate_cell(
-    engine: Engine, bank: NoiseBank, task: str, length: int, n: int, seed: int, batch: int
+    engine: Engine, bank: NoiseBank, task: str, length: int, n: int, seed: int, batch: int, rank: int = 0, world: int = 1
 ) -> Cell:
+    """One task x length cell, read `batch` documents at a time. With world > 1 (torchrun) every rank
+    draws the same documents and reads every world-th one of each batch (so batch / world per forward);
+    the correct answers are summed over the ranks. The documents depend on seed and batch only, so
+    the cell is the same on any number of GPUs."""
     rng = random.Random(f"{seed}-{task}-{length}")
     base_rng = random.Random(f"baseline-{seed}-{task}-{length}")
     correct = last = rand = tokens = 0
@@ -49,15 +53,24 @@ def evaluate_cell(
     for first in range(0, n, batch):
         samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
         hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]
-        memories = [engine.new_memory() for _ in hays]
-        engine.read_ids(memories, [[h.context_ids] for h in hays])
-        answers = engine.answer_pairs([(m, s.question) for m, s in zip(memories, samples)])
-        for s, a, m in zip(samples, answers, memories):
-            correct += babi.score(task, s.question, a, s.answer)
+        mine = list(range(rank, len(samples), world))
+        if mine:
+            memories = [engine.new_memory() for _ in mine]
+            engine.read_ids(memories, [[hays[i].context_ids] for i in mine])
+            answers = engine.answer_pairs([(m, samples[i].question) for m, i in zip(memories, mine)])
+            correct += sum(babi.score(task, samples[i].question, a, samples[i].answer) for i, a in zip(mine, answers))
+        for s, h in zip(samples, hays):  # the baselines need no model: every rank scores every document
             mentioned = _mentioned(task, s.facts, s.question)
             last += bool(mentioned) and mentioned[-1] == s.answer
             rand += bool(mentioned) and base_rng.choice(sorted(set(mentioned))) == s.answer
-            tokens += m.tokens
+            tokens += h.n_tokens
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        total = torch.tensor([correct], device=engine.device)
+        dist.all_reduce(total)
+        correct = int(total.item())
     return Cell(task, length, n, correct / n, last / n, rand / n, tokens / n, time.perf_counter() - start)
 
 
@@ -70,12 +83,15 @@ def evaluate(
     seed: int = 0,
     batch: int = 64,
     on_cell: Callable[[Cell], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> list[Cell]:
+    """Every task x length cell (see evaluate_cell)."""
     bank = NoiseBank(noise, engine.tokenizer)
     cells = []
     for length in lengths:
         for task in tasks:
-            cell = evaluate_cell(engine, bank, task, length, n, seed, batch)
+            cell = evaluate_cell(engine, bank, task, length, n, seed, batch, rank, world)
             cells.append(cell)
             if on_cell:
                 on_cell(cell)

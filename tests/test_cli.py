@@ -364,3 +364,24 @@ def test_process_stdin_pipe_equals_file(run, corpus: Path, tiny_model: Path) -> 
     objs = [json.loads(line) for line in p.stdout.decode().splitlines()]
     assert [o["answer"] for o in objs] == expected
     assert all(o["source"] == "-" for o in objs)
+
+
+def test_eval_sharded_over_two_torchrun_ranks_equals_one_process(tmp_path: Path) -> None:
+    """`eval` under torchrun (gloo on CPU here, NCCL on GPUs): each rank reads a share of the documents,
+    and the cells are exactly those of a single process, printed once. The shipped model answers some
+    right, so a rank counted twice or a document missed would change the accuracy."""
+    args = ["eval", "--tasks", "qa1,qa4", "--lengths", "600", "-n", "7", "--batch", "4"]
+    single = longqa(*args, "--json", tmp_path / "one.json")
+    assert single.returncode == 0, single.stderr.decode()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "longqa", *map(str, args), "--json", tmp_path / "two.json"],
+        capture_output=True, env=env, timeout=240,
+    )
+    assert two.returncode == 0, two.stderr.decode()[-2000:]
+    cells = [json.loads((tmp_path / f).read_text())["cells"] for f in ("one.json", "two.json")]
+    strip = lambda cs: [{k: v for k, v in c.items() if k != "seconds"} for c in cs]  # noqa: E731
+    assert strip(cells[0]) == strip(cells[1])
+    assert all(0 < c["accuracy"] for c in cells[0])
+    assert two.stdout.decode().count("qa4") == 1  # rank 0 alone prints the table
