@@ -154,8 +154,9 @@ class AssociativeMemory(nn.Module):
         to gamma, but once z is saturated (gamma = 0, after some hundred segments) similar keys written
         together sum to G >> 1: every segment overshoots and A grows without bound (inf after ~100
         segments of bAbI facts in an old memory). G is similar to a PSD matrix, so its eigenvalues are real
-        and >= 0, and its largest row sum bounds them: scaling beta to keep that <= 1 makes each write a
-        step towards its targets, never past them. Young memories (the usual G < 1) are left as they are."""
+        and >= 0, and its largest row sum bounds them: scaling beta to keep that <= 1 keeps the joint
+        step at the written keys no longer than the way to their targets. Young memories (the usual
+        G < 1) are left as they are."""
         overlap = phi_k @ phi_k.transpose(1, 2)  # (B, M, M): phi_j . phi_i
         row = (overlap @ beta) / (phi_k @ z_new.unsqueeze(-1) + self.eps)  # (B, M, 1): sum_i G_ji
         return 1 / row.amax(1, keepdim=True).clamp_min(1).detach()
