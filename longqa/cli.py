@@ -466,6 +466,16 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def entry() -> int:
+    """The `longqa` program: main(), then ignore Ctrl-C and SIGTERM while the interpreter shuts down. By
+    then the command has finished (a state is saved whole or not at all); a signal landing in the
+    shutdown would otherwise print a traceback from an exit handler or end the process as killed."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turn every failure into one line on stderr and an exit code."""
     signal.signal(signal.SIGTERM, _on_sigterm)

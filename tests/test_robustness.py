@@ -67,8 +67,9 @@ def _reading_started(pid: int, path: Path) -> bool:
 @pytest.fixture(scope="module")
 def interrupt_setup(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("interrupt")
-    # ~500 KB: about 10 s of reading with the tiny model on one thread, against ~4 s of imports.
-    (d / "big.txt").write_text((babi_text(2000, seed=7) + "\n") * 6, encoding="utf-8")
+    # ~1 MB: about 25 s of reading with the tiny model on one thread, against ~4 s of imports, so the
+    # signal (0.5 s after reading starts) lands far from the end; the test stops the run early anyway.
+    (d / "big.txt").write_text((babi_text(2000, seed=7) + "\n") * 18, encoding="utf-8")
     (d / "small.txt").write_text(babi_text(20, seed=8), encoding="utf-8")
     return d, tiny_model
 
@@ -287,3 +288,16 @@ def test_reading_a_huge_one_line_file_stays_in_bounded_ram(tiny_model: Path, tmp
     # VmHWM is the child's own peak; ru_maxrss also counts the pytest parent it was forked from, which
     # grows with whatever ran before in the suite, so it is printed but not judged.
     assert int(peak_mb) < RSS_LIMIT_MB
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_shutdown_is_ignored(sig: int) -> None:
+    """A signal that lands after the command finished (its state, if any, already saved) must not print a
+    traceback from an exit handler or end the process as killed: the command's own exit code stands."""
+    code = (
+        "import atexit, os, sys; from longqa.cli import entry; "
+        f"atexit.register(lambda: os.kill(os.getpid(), {int(sig)})); sys.argv = ['longqa', '--version']; sys.exit(entry())"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env(), timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().startswith("longqa") and p.stderr == b""
