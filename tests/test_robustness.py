@@ -94,6 +94,9 @@ def test_interrupt_while_reading_keeps_the_old_state(interrupt_setup, tmp_path: 
     p = subprocess.Popen(
         longqa_cmd("memorize", src / "big.txt", "--save", s, "--model", model, "-q"),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(),
+        # A test run started in the background (`cmd &` in a script) inherits SIGINT ignored, and so would
+        # this child: like any Unix program, longqa then rightly ignores Ctrl-C. Give it a terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not _reading_started(p.pid, src / "big.txt"):
