@@ -304,13 +304,17 @@ def memorize(
     info(f"saved memory of {mem.tokens:,} tokens to {save}", quiet)
 
 
-def _lengths(spec: str) -> list[int]:
+def _length(spec: str) -> int:
     from .haystack import parse_length
 
     try:
-        return [parse_length(x) for x in spec.split(",") if x.strip()]
+        return parse_length(spec.strip())
     except ValueError as e:
         raise InputError(str(e)) from None
+
+
+def _lengths(spec: str) -> list[int]:
+    return [_length(x) for x in spec.split(",") if x.strip()]
 
 
 def _tasks(spec: str) -> list[str]:
@@ -371,6 +375,7 @@ def eval_(
     samples: Annotated[int, typer.Option("--samples", "-n", help="Documents per task and length.")] = 100,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch: Annotated[int, typer.Option("--batch", help="Documents per forward.")] = 64,
+    prefix: Annotated[str, typer.Option("--prefix", help="Extra noise read before each document, e.g. 32K (tests an aged memory).")] = "0",
     noise: NoiseOpt = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the results as JSON here.")] = None,
     plot_out: Annotated[Optional[str], typer.Option("--plot", help="Also draw accuracy vs length to this PNG.")] = None,
@@ -386,16 +391,19 @@ def eval_(
     task_list, length_list = _tasks(tasks), _lengths(lengths)
     if samples < 1:
         raise InputError("--samples must be at least 1")
+    prefix_tokens = _length(prefix)
     rank, world = join_torchrun(device)
     engine = make_engine(model, device)
     on_cell = lambda c: info(  # noqa: E731
         f"{c.task} {length_name(c.length)}: {100 * c.accuracy:.1f}% (shortcut {100 * c.last_mentioned:.0f}%, "
         f"{c.mean_tokens:,.0f} tokens, {c.seconds:.1f} s)", quiet or rank > 0)
-    cells = evaluate(engine, noise or [NOISE_SAMPLE], task_list, length_list, samples, seed, batch, on_cell, rank, world)
+    cells = evaluate(
+        engine, noise or [NOISE_SAMPLE], task_list, length_list, samples, seed, batch, on_cell, rank, world, prefix_tokens
+    )
     if rank > 0:  # rank 0 reports for all
         return
     Console().print(table(cells))
-    meta = {"model": str(model_dir(model)), "device": str(engine.device), "noise": noise or [NOISE_SAMPLE], "seed": seed}
+    meta = {"model": str(model_dir(model)), "device": str(engine.device), "noise": noise or [NOISE_SAMPLE], "seed": seed, "prefix": prefix_tokens}
     if json_out:
         write_json(cells, json_out, meta)
     if plot_out:

@@ -294,6 +294,11 @@ class Engine:
     def answer_pairs(self, pairs: list[tuple[Memory, str]]) -> list[str]:
         """One answer per (memory, question) pair, many pairs per forward."""
         qids = {q: question_ids(self.tokenizer, q) for _, q in pairs}
+        # The question and its answer share one read-only segment of segment_len + n_mem positions.
+        limit = self.config.segment_len + self.config.n_mem - 1
+        for ids in qids.values():
+            if len(ids) > limit:
+                raise InputError(f"question too long: {len(ids)} tokens, this model takes at most {limit}")
         flushed: dict[int, MemoryState] = {}
         for m, _ in pairs:
             if id(m) not in flushed:

@@ -40,30 +40,42 @@ def _mentioned(task: str, facts: list[str], question: str) -> list[str]:
 
 
 def evaluate_cell(
-    engine: Engine, bank: NoiseBank, task: str, length: int, n: int, seed: int, batch: int, rank: int = 0, world: int = 1
+    engine: Engine,
+    bank: NoiseBank,
+    task: str,
+    length: int,
+    n: int,
+    seed: int,
+    batch: int,
+    rank: int = 0,
+    world: int = 1,
+    prefix: int = 0,
 ) -> Cell:
     """One task x length cell, read `batch` documents at a time. With world > 1 (torchrun) every rank
     draws the same documents and reads every world-th one of each batch (so batch / world per forward);
     the correct answers are summed over the ranks. The documents depend on seed and batch only, so
-    the cell is the same on any number of GPUs."""
+    the cell is the same on any number of GPUs. prefix > 0 reads that many tokens of extra noise before
+    each document (same documents, drawn from their own generator), to test an aged memory."""
     rng = random.Random(f"{seed}-{task}-{length}")
     base_rng = random.Random(f"baseline-{seed}-{task}-{length}")
+    prefix_rng = random.Random(f"prefix-{seed}-{task}-{length}-{prefix}")
     correct = last = rand = tokens = 0
     start = time.perf_counter()
     for first in range(0, n, batch):
         samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
         hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]
+        pre = [bank.run_ids(bank.sample_run(prefix_rng, prefix)).tolist() if prefix else [] for _ in samples]
         mine = list(range(rank, len(samples), world))
         if mine:
             memories = [engine.new_memory() for _ in mine]
-            engine.read_ids(memories, [[hays[i].context_ids] for i in mine])
+            engine.read_ids(memories, [[pre[i], hays[i].context_ids] for i in mine])
             answers = engine.answer_pairs([(m, samples[i].question) for m, i in zip(memories, mine)])
             correct += sum(babi.score(task, samples[i].question, a, samples[i].answer) for i, a in zip(mine, answers))
-        for s, h in zip(samples, hays):  # the baselines need no model: every rank scores every document
+        for s, h, p in zip(samples, hays, pre):  # the baselines need no model: every rank scores every document
             mentioned = _mentioned(task, s.facts, s.question)
             last += bool(mentioned) and mentioned[-1] == s.answer
             rand += bool(mentioned) and base_rng.choice(sorted(set(mentioned))) == s.answer
-            tokens += h.n_tokens
+            tokens += len(p) + h.n_tokens
     if world > 1:
         import torch
         import torch.distributed as dist
@@ -85,13 +97,14 @@ def evaluate(
     on_cell: Callable[[Cell], None] | None = None,
     rank: int = 0,
     world: int = 1,
+    prefix: int = 0,
 ) -> list[Cell]:
     """Every task x length cell (see evaluate_cell)."""
     bank = NoiseBank(noise, engine.tokenizer)
     cells = []
     for length in lengths:
         for task in tasks:
-            cell = evaluate_cell(engine, bank, task, length, n, seed, batch, rank, world)
+            cell = evaluate_cell(engine, bank, task, length, n, seed, batch, rank, world, prefix)
             cells.append(cell)
             if on_cell:
                 on_cell(cell)

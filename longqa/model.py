@@ -332,6 +332,8 @@ class ARMTModel(PreTrainedModel):
         seqs = [list(q) for q in questions]
         done = [False] * B
         for _ in range(c.max_answer_tokens):
+            if max(map(len, seqs)) >= c.segment_len + c.n_mem:  # the final segment is full: stop there
+                break
             lengths = torch.tensor([len(s) for s in seqs], device=state.A.device)
             T = int(lengths.max())
             ids = torch.full((B, T), c.pad_token_id, dtype=torch.long, device=state.A.device)

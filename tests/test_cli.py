@@ -385,3 +385,27 @@ def test_eval_sharded_over_two_torchrun_ranks_equals_one_process(tmp_path: Path)
     assert strip(cells[0]) == strip(cells[1])
     assert all(0 < c["accuracy"] for c in cells[0])
     assert two.stdout.decode().count("qa4") == 1  # rank 0 alone prints the table
+
+
+def test_eval_prefix_reads_extra_noise_before_the_same_documents(tiny_model: Path, tmp_path: Path) -> None:
+    """--prefix 2K: every document gets ~2K tokens of noise in front; the documents themselves (and so the
+    model-free shortcut scores) stay the ones scored without it."""
+    args = ["eval", "-m", tiny_model, "--tasks", "qa1,qa4", "--lengths", "300", "-n", "6", "--batch", "3"]
+    cells = {}
+    for pre in ("0", "2K"):
+        p = longqa(*args, "--prefix", pre, "--json", tmp_path / f"{pre}.json")
+        assert p.returncode == 0, p.stderr.decode()
+        cells[pre] = json.loads((tmp_path / f"{pre}.json").read_text())
+    assert cells["2K"]["prefix"] == 2000
+    for plain, aged in zip(cells["0"]["cells"], cells["2K"]["cells"]):
+        assert (plain["last_mentioned"], plain["random_mentioned"]) == (aged["last_mentioned"], aged["random_mentioned"])
+        assert 2000 <= aged["mean_tokens"] - plain["mean_tokens"] < 2000 + 200  # a run ends on a sentence boundary
+
+
+def test_question_longer_than_a_segment_is_a_clear_input_error(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.txt"
+    doc.write_text("Mary went to the kitchen.\n")
+    p = longqa("ask", doc, "Where is " + "Mary and " * 400 + "John?")
+    assert p.returncode == 2 and p.stdout == b""
+    lines = p.stderr.decode().splitlines()
+    assert lines[-1].startswith("longqa: error: question too long:") and "Traceback" not in p.stderr.decode()
