@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
 from . import babi
 from .engine import Engine
 from .haystack import NoiseBank, build
@@ -77,9 +80,6 @@ def evaluate_cell(
             rand += bool(mentioned) and base_rng.choice(sorted(set(mentioned))) == s.answer
             tokens += len(p) + h.n_tokens
     if world > 1:
-        import torch
-        import torch.distributed as dist
-
         total = torch.tensor([correct], device=engine.device)
         dist.all_reduce(total)
         correct = int(total.item())
