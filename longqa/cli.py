@@ -6,7 +6,6 @@ are imported inside the commands so that `longqa --help` is instant.
 
 from __future__ import annotations
 
-import atexit
 import io
 import json
 import os
@@ -71,23 +70,6 @@ def model_dir(option: str | None) -> Path:
         # Say where the path came from: the user may not remember having set the variable.
         raise InputError(f"LONGQA_MODEL={env} is not a model directory; fix or unset it, or pass --model DIR")
     return Path(env)
-
-
-def join_torchrun(device: str) -> tuple[int, int]:
-    """(rank, world size): (0, 1) when run alone; under torchrun, joins the process group (NCCL on GPUs,
-    gloo on CPU) and gives each rank its own GPU, so that `auto` picks it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    gpu = torch.cuda.is_available() and device != "cpu"
-    if gpu:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if gpu else "gloo")
-    atexit.register(dist.destroy_process_group)
-    return dist.get_rank(), world
 
 
 def make_engine(model: str | None, device: str):
@@ -392,7 +374,9 @@ def eval_(
     if samples < 1:
         raise InputError("--samples must be at least 1")
     prefix_tokens = _length(prefix)
-    rank, world = join_torchrun(device)
+    from .distributed import join
+
+    rank, world = join(device)
     engine = make_engine(model, device)
     on_cell = lambda c: info(  # noqa: E731
         f"{c.task} {length_name(c.length)}: {100 * c.accuracy:.1f}% (shortcut {100 * c.last_mentioned:.0f}%, "

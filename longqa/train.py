@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from . import babi
+from .distributed import any_rank, join
 from .engine import save_checkpoint
 from .haystack import NoiseBank, build
 from .model import ARMTConfig, ARMTModel, MemoryState
@@ -166,7 +167,8 @@ class Batches(torch.utils.data.IterableDataset):
         step = self.start + wid
         while True:
             stage = stage_at(self.cfg.stages, step)
-            n_seg = rng.randint(1, stage.max_segments)
+            # Every rank draws the same segment count for a step: DDP waits for the slowest rank.
+            n_seg = random.Random(hash((self.cfg.seed, step))).randint(1, stage.max_segments)
             size = stage.batch or self.cfg.batch
             yield collate([self.maker.example(rng, stage, n_seg) for _ in range(size)], self.S, self.pad)
             step += nw
@@ -334,13 +336,8 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     """Train until the curriculum ends or max_minutes pass; returns the step reached."""
     t0 = time.time()
-    ddp = "RANK" in os.environ
-    if ddp:
-        dist.init_process_group("nccl")
-        rank = dist.get_rank()
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    else:
-        rank = 0
+    rank, world = join()
+    ddp = world > 1
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -385,7 +382,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     skipped = 0
     last = time.time()
     for batch in data:
-        if step >= total or (time.time() - t0) / 60 > max_minutes:
+        if any_rank(step >= total or (time.time() - t0) / 60 > max_minutes, device):
             break
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for g in opt.param_groups:
@@ -418,6 +415,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
                 "lr": lr_at(cfg, step - 1),
                 "max_segments": stage_at(cfg.stages, step - 1).max_segments,
                 "skipped": skipped,
+                "gpus": world,
                 "sec_per_step": (now - last) / len(window),
                 "minutes": (now - t0) / 60,
             }
@@ -431,9 +429,8 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     if rank == 0:
         save_training(out, model, tok, opt, step, cfg.seed)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    if ddp:
+    if ddp:  # the group itself is left at exit, after DDP is gone: destroying it under a live DDP can hang
         dist.barrier()
-        dist.destroy_process_group()
     return step
 
 

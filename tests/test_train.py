@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import random
-from dataclasses import replace
+import subprocess
+import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from tokenizers import Tokenizer
 
 from longqa import babi
+from longqa.distributed import any_rank
 from longqa.haystack import NoiseBank
 from longqa.model import ARMTConfig, ARMTModel, MemoryState
 from longqa.train import (
@@ -102,3 +108,32 @@ def test_exact_by_task() -> None:
     exact = torch.tensor([True, False, True, True])
     task = torch.tensor([0, 0, 2, 2])
     assert exact_by_task(exact, task) == {"exact": 0.75, "exact_qa1": 0.5, "exact_qa3": 1.0}
+
+
+def test_train_under_torchrun_with_two_ranks(tmp_path: Path) -> None:
+    """DDP end to end on CPU (gloo): two ranks step together through a stage change and a carried
+    memory, and rank 0 checkpoints. An unused parameter or a rank out of step would fail or hang here."""
+    stages = [Stage(steps=2, max_segments=1, dense=1.0, lr=1e-3), Stage(steps=2, max_segments=3, dense=0.5, carry=1.0)]
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(asdict(tiny_config(tmp_path / "run", stages))))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "longqa", "train", str(config), "--max-minutes", "5"],
+        capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    run = tmp_path / "run"
+    assert json.loads((run / "trainer.json").read_text())["step"] == 4
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def _vote(rank: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    votes = [any_rank(rank == 1, torch.device("cpu")), any_rank(False, torch.device("cpu"))]
+    Path(f"{out}.{rank}").write_text(json.dumps(votes))
+    dist.destroy_process_group()
+
+
+def test_any_rank_shares_one_ranks_stop_with_all(tmp_path: Path) -> None:
+    mp.spawn(_vote, args=(str(tmp_path / "store"), str(tmp_path / "votes")), nprocs=2)
+    assert [json.loads((tmp_path / f"votes.{r}").read_text()) for r in (0, 1)] == [[True, False]] * 2

@@ -1,0 +1,38 @@
+"""Running under torchrun: joining the process group, and decisions every rank must take together."""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def join(device: str = "auto") -> tuple[int, int]:
+    """(rank, world size): (0, 1) when run alone; under torchrun, joins the process group (NCCL on GPUs,
+    gloo on CPU) and gives each rank its own GPU, so that `auto` picks it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    gpu = torch.cuda.is_available() and device != "cpu"
+    if gpu:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if gpu else "gloo")
+    atexit.register(_leave)
+    return dist.get_rank(), world
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any: a rank that stops alone would hang the others' next
+    collective (each rank reads its own clock, so a time limit is such a decision)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
