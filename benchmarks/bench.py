@@ -6,7 +6,8 @@ In one run, on one device, it measures:
 - the plain baseline: the same model eager, fp32, one segment at a time, no graphs (like the reference code);
 - the floor: reading FLOPs per token over the matmul rate measured here, plus the per-kernel cost of
   the kernels one segment launches (measured inside a CUDA graph);
-- batched throughput of many 16K-token documents (the eval / --each path);
+- batched throughput of many 16K-token documents (the eval / --each path), and the host producer of
+  its steps alone (no model), batched and for one document;
 - tokens/s against segment length for the checkpoint's shape.
 
     python benchmarks/bench.py --sizes 10K,1M,10M,100M --json out.json          # on the GPU box
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from longqa.engine import Engine
+from longqa.engine import Engine, lockstep, prefetch
 from longqa.haystack import parse_length
 from longqa.model import ARMTConfig, ARMTModel
 from longqa.reader import Document, token_stream
@@ -132,6 +133,16 @@ def model_rate(engine: Engine, n_tokens: int, batch: int = 1) -> float:
     engine.read_ids(mems, [random_stream(engine.config.vocab_size, n_tokens // batch, seed=i) for i in range(batch)])
     sync(engine.device)
     return n_tokens / (time.perf_counter() - t)
+
+
+def producer_rate(engine: Engine, batch: int, per_doc: int) -> float:
+    """The host side of read_ids alone (segmenting, lockstep steps, the prefetch thread), no model. The ids
+    are made before the clock starts: eval hands read_ids ready lists of ids."""
+    ids = [list(random_stream(engine.config.vocab_size, per_doc, seed=i)) for i in range(batch)]
+    streams = [engine._segments(engine.new_memory(), x) for x in ids]
+    t = time.perf_counter()
+    n = sum(seg.numel() for _, seg in prefetch(lockstep(streams)))
+    return n / (time.perf_counter() - t)
 
 
 def make_document(path: Path, n_tokens: int, engine: Engine) -> int:
@@ -251,6 +262,11 @@ def main() -> None:
     # many 16K documents at once
     res["batched_16k_tokens_per_s"] = model_rate(engine, args.batch_docs * 16_000, batch=args.batch_docs)
     print(f"batched {args.batch_docs} x 16K docs: {fmt(res['batched_16k_tokens_per_s'])}", flush=True)
+    # the same steps without the model: is the batched row bound by the host?
+    res["producer_batched_tokens_per_s"] = producer_rate(engine, args.batch_docs, 16_000)
+    res["producer_single_tokens_per_s"] = producer_rate(engine, 1, n_model)
+    print(f"host producer alone, {args.batch_docs} x 16K docs: {fmt(res['producer_batched_tokens_per_s'])}; "
+          f"1 doc of {args.baseline_tokens}: {fmt(res['producer_single_tokens_per_s'])}", flush=True)
 
     sweep = [int(x) for x in args.sweep.split(",") if x]
     res["segment_sweep"] = segment_sweep(cfg, engine.tokenizer, dev, sweep, max(200_000, n_model // 4)) if sweep else {}
@@ -272,6 +288,8 @@ def main() -> None:
     print(f"| model alone, baseline (eager fp32) | {fmt(res['baseline_model_tokens_per_s'])} |")
     print(f"| floor | {fmt(res['floor_tokens_per_s'])} |")
     print(f"| batched 16K docs x{args.batch_docs} | {fmt(res['batched_16k_tokens_per_s'])} |")
+    print(f"| host producer alone, {args.batch_docs} docs | {fmt(res['producer_batched_tokens_per_s'])} |")
+    print(f"| host producer alone, 1 doc | {fmt(res['producer_single_tokens_per_s'])} |")
     for k, v in res["ratios"].items():
         print(f"| {k} | {v:.2f} |")
     print(f"| peak RSS | {res['peak_rss_mb']:.0f} MB |")

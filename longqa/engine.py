@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -81,8 +82,12 @@ def save_checkpoint(model: ARMTModel, tokenizer: Tokenizer, model_dir: str | Pat
     tokenizer.save(str(Path(model_dir) / "tokenizer.json"))
 
 
-def lockstep(streams: list[Iterator[list[int]]]) -> Iterator[tuple[list[int], torch.Tensor]]:
+def lockstep(streams: list[Iterator[np.ndarray]]) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(rows, ids) per step: the next segment of every document that still has one."""
+    # Pinned, so that the copy to the GPU is asynchronous. pin_memory() takes its block from torch's caching
+    # host allocator, which hands a block out again only after the non-blocking copies recorded on it have
+    # completed: no allocation per step, and the producer never overwrites ids that a copy still reads.
+    pin = torch.cuda.is_available()
     live = list(range(len(streams)))
     while live:
         batch, rows = [], []
@@ -93,8 +98,8 @@ def lockstep(streams: list[Iterator[list[int]]]) -> Iterator[tuple[list[int], to
                 rows.append(i)
         live = rows
         if rows:
-            ids = torch.tensor(batch)
-            yield rows, ids.pin_memory() if torch.cuda.is_available() else ids
+            ids = torch.from_numpy(np.stack(batch))  # int64, the dtype of SegmentGraph.ids
+            yield rows, ids.pin_memory() if pin else ids
 
 
 def prefetch(items: Iterator, depth: int = 16) -> Iterator:
@@ -204,7 +209,7 @@ class Engine:
     def new_memory(self) -> Memory:
         return Memory(self.model.new_state(1, self.device))
 
-    def _segments(self, memory: Memory, ids: Iterable[list[int]]) -> Iterator[list[int]]:
+    def _segments(self, memory: Memory, ids: Iterable[list[int]]) -> Iterator[np.ndarray]:
         seg = Segmenter(self.config.segment_len, memory.pending)
         for piece in ids:
             memory.tokens += len(piece)

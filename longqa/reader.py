@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from .errors import InputError, RuntimeFailure
@@ -206,15 +207,23 @@ def token_stream(tokenizer: Tokenizer, doc: Document, progress: Progress | None 
 
 
 class Segmenter:
-    """Cuts a stream of token ids into segments of exactly `size`; keeps the unfinished tail as `pending`."""
+    """Cuts a stream of token ids into segments of exactly `size`; keeps the unfinished tail as `pending`.
+
+    Segments are int64 arrays, views of one buffer per push: each Python int is converted once, and a
+    step of many documents is then one copy of machine integers (engine.lockstep)."""
 
     def __init__(self, size: int, pending: list[int] | None = None) -> None:
         self.size = size
-        self.pending: list[int] = list(pending or [])
+        self._tail = np.array(pending or [], dtype=np.int64)
 
-    def push(self, ids: list[int]) -> Iterator[list[int]]:
-        self.pending += ids
-        n = len(self.pending) // self.size * self.size
+    @property
+    def pending(self) -> list[int]:
+        return self._tail.tolist()
+
+    def push(self, ids: list[int]) -> Iterator[np.ndarray]:
+        # fromiter reads a list of ints faster than np.asarray, which first scans it for shape and type
+        buf = np.concatenate([self._tail, np.fromiter(ids, np.int64, len(ids))])
+        n = len(buf) // self.size * self.size
         for i in range(0, n, self.size):
-            yield self.pending[i : i + self.size]
-        del self.pending[:n]
+            yield buf[i : i + self.size]
+        self._tail = buf[n:]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np
 import pytest
 
 from longqa import reader
@@ -179,17 +180,19 @@ def test_symlink_loop_does_not_hang(tmp_path: Path) -> None:
 
 def test_segmenter_cuts_exact_sizes_and_keeps_the_tail() -> None:
     seg = Segmenter(4)
-    assert list(seg.push(list(range(10)))) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    segments = list(seg.push(list(range(10))))
+    assert all(s.dtype == np.int64 for s in segments)
+    assert [s.tolist() for s in segments] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert seg.pending == [8, 9]
     assert list(seg.push([10])) == []
     assert seg.pending == [8, 9, 10]
-    assert list(seg.push([11, 12, 13, 14, 15, 16, 17, 18])) == [[8, 9, 10, 11], [12, 13, 14, 15]]
+    assert [s.tolist() for s in seg.push([11, 12, 13, 14, 15, 16, 17, 18])] == [[8, 9, 10, 11], [12, 13, 14, 15]]
     assert seg.pending == [16, 17, 18]
 
 
 def test_segmenter_starts_from_pending_without_aliasing_it() -> None:
     pending = [1, 2, 3]
     seg = Segmenter(4, pending)
-    assert list(seg.push([4, 5])) == [[1, 2, 3, 4]]
+    assert [s.tolist() for s in seg.push([4, 5])] == [[1, 2, 3, 4]]
     assert seg.pending == [5]
     assert pending == [1, 2, 3]
