@@ -125,12 +125,14 @@ def random_stream(vocab: int, n_tokens: int, piece: int = 65536, seed: int = 0):
 
 
 def model_rate(engine: Engine, n_tokens: int, batch: int = 1) -> float:
+    # The ids are drawn before the clock starts: drawing them costs more than segmenting them.
+    ids = [list(random_stream(engine.config.vocab_size, n_tokens // batch, seed=i)) for i in range(batch)]
     mems = [engine.new_memory() for _ in range(batch)]
-    engine.read_ids(mems, [random_stream(engine.config.vocab_size, n_tokens // batch, seed=i) for i in range(batch)])  # warm-up
+    engine.read_ids(mems, ids)  # warm-up (and the CUDA graph's capture)
     mems = [engine.new_memory() for _ in range(batch)]
     sync(engine.device)
     t = time.perf_counter()
-    engine.read_ids(mems, [random_stream(engine.config.vocab_size, n_tokens // batch, seed=i) for i in range(batch)])
+    engine.read_ids(mems, ids)
     sync(engine.device)
     return n_tokens / (time.perf_counter() - t)
 
@@ -178,6 +180,29 @@ def ask_once(engine: Engine, path: Path, question: str) -> tuple[float, int, str
     return time.perf_counter() - t, mem.tokens, answer
 
 
+@torch.inference_mode()  # the graph's buffers are inference tensors (Engine.read_ids)
+def profile_batched(engine: Engine, batch: int, steps: int = 20) -> tuple[float, str]:
+    """Where a batched step's GPU time goes: seconds per graph replay with the ids already on the device
+    (no host in the loop), and the profiler's top kernels of one eager step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    m = engine.model
+    ids = torch.randint(3, m.config.vocab_size, (batch, m.config.segment_len), device=engine.device)
+    graph = engine._graph(batch)
+    graph.run(ids)
+    sync(engine.device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        graph.run(ids)
+    sync(engine.device)
+    per_step = (time.perf_counter() - t) / steps
+    state = m.new_state(batch, engine.device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        m.read(ids, state)
+        sync(engine.device)
+    return per_step, prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60)
+
+
 def segment_sweep(base: ARMTConfig, tokenizer, device: torch.device, lengths: list[int], n_tokens: int) -> dict[int, float]:
     """Model-only single-document tokens/s of random-init models of the checkpoint's shape, by segment length."""
     out = {}
@@ -197,6 +222,7 @@ def main() -> None:
     ap.add_argument("--batch-docs", type=int, default=256, help="16K-token documents read together")
     ap.add_argument("--sweep", default="128,256,512,1024,2048")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile inside the graph")
+    ap.add_argument("--profile", action="store_true", help="also profile one batched step (GPU)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -267,6 +293,12 @@ def main() -> None:
     res["producer_single_tokens_per_s"] = producer_rate(engine, 1, n_model)
     print(f"host producer alone, {args.batch_docs} x 16K docs: {fmt(res['producer_batched_tokens_per_s'])}; "
           f"1 doc of {args.baseline_tokens}: {fmt(res['producer_single_tokens_per_s'])}", flush=True)
+
+    if args.profile and dev.type == "cuda":
+        per_step, top = profile_batched(engine, args.batch_docs)
+        res["batched_graph_step_s"] = per_step
+        print(f"batched step of {args.batch_docs} x {cfg.segment_len} tokens, graph replay alone: {per_step * 1e3:.2f} ms "
+              f"= {fmt(args.batch_docs * cfg.segment_len / per_step)}\n{top}", flush=True)
 
     sweep = [int(x) for x in args.sweep.split(",") if x]
     res["segment_sweep"] = segment_sweep(cfg, engine.tokenizer, dev, sweep, max(200_000, n_model // 4)) if sweep else {}
