@@ -6,6 +6,7 @@ are imported inside the commands so that `longqa --help` is instant.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -70,6 +71,14 @@ def model_dir(option: str | None) -> Path:
         # Say where the path came from: the user may not remember having set the variable.
         raise InputError(f"LONGQA_MODEL={env} is not a model directory; fix or unset it, or pass --model DIR")
     return Path(env)
+
+
+def have_matplotlib() -> bool:
+    """Plots need the optional `train` extra; everything else runs without it."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+PLOT_EXTRA = "matplotlib is not installed (pip install 'longqa[train]')"
 
 
 def make_engine(model: str | None, device: str):
@@ -220,9 +229,12 @@ def ask(
         # Silently ignoring them would leave the user without the STATE they asked for.
         raise InputError(f"--each reads every file on its own: it cannot be combined with {'--memory' if memory else '--save'}")
     check_exists([source] + ([memory] if memory else []))
-    engine = make_engine(model, device)
     if each:
-        return ask_each(engine, source, qs, as_json, quiet)
+        from .distributed import join
+
+        rank, world = join(device)  # under torchrun, each rank reads a share of the files
+        return ask_each(make_engine(model, device), source, qs, as_json, quiet, rank, world)
+    engine = make_engine(model, device)
     start = time.perf_counter()
     if source != "-" and state.is_state_file(source):
         if memory:
@@ -239,25 +251,33 @@ def ask(
         emit(q, a, as_json, {"source": source, "tokens": mem.tokens, "seconds": seconds})
 
 
-def ask_each(engine, source: str, qs: list[str], as_json: bool, quiet: bool) -> None:
+def ask_each(engine, source: str, qs: list[str], as_json: bool, quiet: bool, rank: int = 0, world: int = 1) -> None:
+    """Every file below SOURCE on its own, `batch` files per forward. Under torchrun each rank reads every
+    world-th file of each round and rank 0 prints all answers, in the order one process would."""
+    from .distributed import gather_interleaved
     from .reader import documents
 
     if not os.path.isdir(source):
         raise InputError(f"--each needs a directory, and {source} is not one")
-    docs = documents(source, warn)
+    docs = documents(source, warn if rank == 0 else lambda _: None)
     batch = 64 if engine.device.type == "cuda" else 8
-    rep = Reporter(total_size(docs), quiet)
+    rep = Reporter(total_size(docs[rank::world]), quiet or rank > 0)
     tokens = 0
-    for start in range(0, len(docs), batch):
-        group = docs[start : start + batch]
+    for start in range(0, len(docs), batch * world):
+        group = docs[start : start + batch * world][rank::world]
         mems = [engine.new_memory() for _ in group]
-        engine.read(mems, [[d] for d in group], rep.on_bytes, rep.on_tokens)
-        for doc, mem, answers in zip(group, mems, engine.answer(mems, qs)):
-            tokens += mem.tokens
-            if mem.tokens == 0:
-                warn(f"{doc.name}: no text")
+        if group:
+            engine.read(mems, [[d] for d in group], rep.on_bytes, rep.on_tokens)
+        mine = [(d.name, m.tokens, a) for d, m, a in zip(group, mems, engine.answer(mems, qs) if group else [])]
+        gathered = gather_interleaved(mine)
+        if rank > 0:
+            continue
+        for name, n, answers in gathered:
+            tokens += n
+            if n == 0:
+                warn(f"{name}: no text")
             for q, a in zip(qs, answers):
-                emit(q, a, as_json, {"source": doc.name, "tokens": mem.tokens}, with_source=True)
+                emit(q, a, as_json, {"source": name, "tokens": n}, with_source=True)
     rep.done(tokens, f"read {len(docs)} documents")
 
 
@@ -374,6 +394,8 @@ def eval_(
     if samples < 1:
         raise InputError("--samples must be at least 1")
     prefix_tokens = _length(prefix)
+    if plot_out and not have_matplotlib():  # say so before the eval, not after it
+        raise InputError(f"--plot needs {PLOT_EXTRA}")
     from .distributed import join
 
     rank, world = join(device)
@@ -407,7 +429,10 @@ def train(
     run(cfg, max_minutes, log=lambda line: print(line, file=sys.stderr, flush=True))
     log = Path(cfg.out) / "log.jsonl"
     if log.is_file() and os.environ.get("RANK", "0") == "0":
-        plot_log(log, Path(cfg.out) / "train.png")
+        if have_matplotlib():
+            plot_log(log, Path(cfg.out) / "train.png")
+        else:  # the checkpoint and log.jsonl are written; only the picture is missing
+            warn(f"no train.png: {PLOT_EXTRA}")
 
 
 @app.command()

@@ -36,3 +36,13 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def gather_interleaved(items: list) -> list:
+    """Every rank's items, in the order of the work they were dealt: rank r held positions r, r + world,
+    r + 2 * world, ... (a list[r::world] share). The same on every rank; `items` itself when run alone."""
+    if not dist.is_initialized():
+        return items
+    parts: list[list] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(parts, items)
+    return [part[i] for i in range(max(map(len, parts))) for part in parts if i < len(part)]

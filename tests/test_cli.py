@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -184,6 +185,24 @@ def test_ask_each_answers_every_file_like_asking_it_alone(run, corpus: Path) -> 
     objs = [json.loads(line) for line in out]
     assert [(o["source"], o["question"]) for o in objs] == [(str(f), q) for f in files for q in QS[:2]]
     assert [f"{o['source']}\t{o['answer']}" for o in objs] == expected
+
+
+def test_ask_each_sharded_over_two_torchrun_ranks_prints_what_one_process_does(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """Five files in one round: rank 0 reads files 0, 2 and 4, rank 1 files 1 and 3 (3 is empty). Rank 0
+    prints every answer once, in file order, and the warning for rank 1's empty file once."""
+    shutil.copytree(corpus, tmp_path / "c")
+    (tmp_path / "c" / "z-empty.txt").write_text("")
+    (tmp_path / "c" / "zz.txt").write_text((corpus / "a.txt").read_text())
+    args = ["ask", tmp_path / "c", *QS[:2], "--each", "-m", tiny_model]
+    one = subprocess.run([sys.executable, "-m", "longqa", *map(str, args)], capture_output=True, timeout=240)
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "longqa", *map(str, args)],
+        capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240,
+    )
+    assert one.returncode == 0 and two.returncode == 0, two.stderr.decode()[-2000:]
+    assert two.stdout == one.stdout and len(one.stdout.decode().splitlines()) == 5 * 2
+    err = two.stderr.decode()
+    assert err.count("no text") == 1 and err.count("read 5 documents") == 1
 
 
 def test_ask_each_needs_a_directory(run, corpus: Path) -> None:
@@ -385,6 +404,22 @@ def test_eval_sharded_over_two_torchrun_ranks_equals_one_process(tmp_path: Path)
     assert strip(cells[0]) == strip(cells[1])
     assert all(0 < c["accuracy"] for c in cells[0])
     assert two.stdout.decode().count("qa4") == 1  # rank 0 alone prints the table
+
+
+def test_plots_without_matplotlib(run, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """matplotlib is the optional `train` extra: eval --plot refuses before reading anything, and train
+    still trains and checkpoints, warning that it drew no train.png."""
+    from dataclasses import asdict
+
+    from test_train import Stage, tiny_config
+
+    monkeypatch.setattr(cli, "have_matplotlib", lambda: False)
+    assert_error(run("eval", "-m", tiny_model, "--lengths", "300", "--plot", tmp_path / "p.png"), 2, "--plot", "longqa[train]")
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(asdict(tiny_config(tmp_path / "run", [Stage(steps=2, max_segments=1, dense=1.0)]))))
+    rc, out, err = run("train", config, "--max-minutes", "5")
+    assert rc == 0 and (tmp_path / "run" / "trainer.json").is_file(), err
+    assert not (tmp_path / "run" / "train.png").exists() and "no train.png" in err
 
 
 def test_eval_prefix_reads_extra_noise_before_the_same_documents(tiny_model: Path, tmp_path: Path) -> None:
