@@ -73,6 +73,12 @@ def model_dir(option: str | None) -> Path:
     return Path(env)
 
 
+def one_process(what: str) -> None:
+    """Under torchrun every rank would read the same text and print the same answers."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError(f"{what} reads one text on one device; under torchrun use ask --each DIR or eval, which share work over the ranks")
+
+
 def have_matplotlib() -> bool:
     """Plots need the optional `train` extra; everything else runs without it."""
     return importlib.util.find_spec("matplotlib") is not None
@@ -234,6 +240,7 @@ def ask(
 
         rank, world = join(device)  # under torchrun, each rank reads a share of the files
         return ask_each(make_engine(model, device), source, qs, as_json, quiet, rank, world)
+    one_process("ask")
     engine = make_engine(model, device)
     start = time.perf_counter()
     if source != "-" and state.is_state_file(source):
@@ -296,6 +303,7 @@ def memorize(
     if sources.count("-") > 1:
         raise InputError("standard input '-' can be given only once")
     check_exists(sources + ([memory] if memory else []))
+    one_process("memorize")
     for s in sources:
         if s != "-" and state.is_state_file(s):  # it would be read as (binary) text
             raise InputError(f"{s} is a saved memory, not text: give it with --memory {s}")

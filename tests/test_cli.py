@@ -205,6 +205,14 @@ def test_ask_each_sharded_over_two_torchrun_ranks_prints_what_one_process_does(c
     assert err.count("no text") == 1 and err.count("read 5 documents") == 1
 
 
+@pytest.mark.parametrize("command", ["ask", "memorize"])
+def test_one_text_commands_refuse_torchrun(run, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = [corpus / "a.txt", QS[0]] if command == "ask" else [corpus / "a.txt", "--save", tmp_path / "s"]
+    assert_error(run(command, *args), 2, command, "--each")
+    assert not (tmp_path / "s").exists()
+
+
 def test_ask_each_needs_a_directory(run, corpus: Path) -> None:
     assert_error(run("ask", corpus / "a.txt", QS[0], "--each"), 2, "directory")
 
