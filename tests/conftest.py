@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,14 @@ ROOMS = ["kitchen", "garden", "office", "hallway", "bedroom", "bathroom"]
 def babi_text(n: int, seed: int = 0) -> str:
     rng = random.Random(seed)
     return " ".join(f"{rng.choice(NAMES)} went to the {rng.choice(ROOMS)}." for _ in range(n))
+
+
+def torchrun(*args: str | Path, ranks: int = 2) -> subprocess.CompletedProcess:
+    """`longqa ARGS` under torchrun on CPU (gloo), one thread per rank so the ranks share two cores."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks), "-m", "longqa", *map(str, args)],
+        capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240,
+    )
 
 
 def make_tiny_model(path: Path, seed: int = 0, segment_len: int = 16) -> Path:

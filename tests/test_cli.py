@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import babi_text
+from conftest import babi_text, torchrun
 from longqa import __version__, cli
 
 torch.set_num_threads(1)
@@ -194,11 +194,8 @@ def test_ask_each_sharded_over_two_torchrun_ranks_prints_what_one_process_does(c
     (tmp_path / "c" / "z-empty.txt").write_text("")
     (tmp_path / "c" / "zz.txt").write_text((corpus / "a.txt").read_text())
     args = ["ask", tmp_path / "c", *QS[:2], "--each", "-m", tiny_model]
-    one = subprocess.run([sys.executable, "-m", "longqa", *map(str, args)], capture_output=True, timeout=240)
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "longqa", *map(str, args)],
-        capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240,
-    )
+    one = longqa(*args)
+    two = torchrun(*args)
     assert one.returncode == 0 and two.returncode == 0, two.stderr.decode()[-2000:]
     assert two.stdout == one.stdout and len(one.stdout.decode().splitlines()) == 5 * 2
     err = two.stderr.decode()
@@ -400,12 +397,7 @@ def test_eval_sharded_over_two_torchrun_ranks_equals_one_process(tmp_path: Path)
     args = ["eval", "--tasks", "qa1,qa4", "--lengths", "600", "-n", "7", "--batch", "4"]
     single = longqa(*args, "--json", tmp_path / "one.json")
     assert single.returncode == 0, single.stderr.decode()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "longqa", *map(str, args), "--json", tmp_path / "two.json"],
-        capture_output=True, env=env, timeout=240,
-    )
+    two = torchrun(*args, "--json", tmp_path / "two.json")
     assert two.returncode == 0, two.stderr.decode()[-2000:]
     cells = [json.loads((tmp_path / f).read_text())["cells"] for f in ("one.json", "two.json")]
     strip = lambda cs: [{k: v for k, v in c.items() if k != "seconds"} for c in cs]  # noqa: E731
@@ -419,7 +411,9 @@ def test_plots_without_matplotlib(run, tiny_model: Path, tmp_path: Path, monkeyp
     still trains and checkpoints, warning that it drew no train.png."""
     from dataclasses import asdict
 
-    from test_train import Stage, tiny_config
+    from test_train import tiny_config
+
+    from longqa.train import Stage
 
     monkeypatch.setattr(cli, "have_matplotlib", lambda: False)
     assert_error(run("eval", "-m", tiny_model, "--lengths", "300", "--plot", tmp_path / "p.png"), 2, "--plot", "longqa[train]")

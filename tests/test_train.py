@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tokenizers import Tokenizer
 
+from conftest import torchrun
 from longqa import babi
 from longqa.distributed import any_rank
 from longqa.haystack import NoiseBank
@@ -116,11 +114,7 @@ def test_train_under_torchrun_with_two_ranks(tmp_path: Path) -> None:
     stages = [Stage(steps=2, max_segments=1, dense=1.0, lr=1e-3), Stage(steps=2, max_segments=3, dense=0.5, carry=1.0)]
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(asdict(tiny_config(tmp_path / "run", stages))))
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "longqa", "train", str(config), "--max-minutes", "5"],
-        capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240,
-    )
+    done = torchrun("train", config, "--max-minutes", "5")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     run = tmp_path / "run"
     assert json.loads((run / "trainer.json").read_text())["step"] == 4
