@@ -29,7 +29,7 @@ from torch import nn
 
 from . import babi
 from .distributed import any_rank, join
-from .engine import save_checkpoint
+from .engine import load_checkpoint, save_checkpoint
 from .haystack import NoiseBank, build
 from .model import ARMTConfig, ARMTModel, MemoryState
 from .text import EOS, GEN, encode_sentences
@@ -60,6 +60,9 @@ class TrainConfig:
     tokenizer: str
     out: str
     model: dict = field(default_factory=dict)  # ARMTConfig overrides
+    # A model directory (`longqa export`, weights/...) whose weights start a new run, with fresh optimizer
+    # moments and the step at 0; its config is kept, so `model` must then be empty.
+    init: str | None = None
     stages: list[Stage] = field(default_factory=list)
     batch: int = 64  # per GPU
     warmup: int = 500
@@ -76,6 +79,10 @@ class TrainConfig:
         raw = json.loads(Path(path).read_text())
         raw["stages"] = [Stage(**s) for s in raw.get("stages", [])]
         return cls(**raw)
+
+    def __post_init__(self) -> None:
+        if self.init and self.model:
+            raise ValueError("a run that starts from 'init' keeps that model's config: leave 'model' empty")
 
 
 # ---- examples ------------------------------------------------------------------------------------
@@ -345,6 +352,11 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     resume = (out / "trainer.json").is_file()
     if resume:
         model = load_model(out)
+    elif cfg.init:
+        model, init_tok = load_checkpoint(cfg.init)
+        if init_tok.get_vocab() != tok.get_vocab():
+            raise ValueError(f"{cfg.init} was trained with another tokenizer than {cfg.tokenizer}")
+        model.float()
     else:
         torch.manual_seed(cfg.seed)
         mcfg = ARMTConfig(

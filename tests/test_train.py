@@ -23,6 +23,7 @@ from longqa.train import (
     Stage,
     TrainConfig,
     exact_by_task,
+    export,
     load_model,
     lr_at,
     start_state,
@@ -63,6 +64,24 @@ def test_train_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert json.loads((run / "trainer.json").read_text())["step"] == 6
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_run_can_start_from_a_model_directory(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    first = tiny_config(tmp_path / "first", [Stage(steps=2, max_segments=2, dense=1.0, lr=1e-3, write_cap=True)])
+    train(first, max_minutes=5, log=lambda _: None)
+    export(Path(first.out), tmp_path / "exported")
+
+    # lr 0 leaves the weights as they were loaded: the new run starts from the exported ones, at step 0.
+    cfg = replace(first, out=str(tmp_path / "second"), model={}, init=str(tmp_path / "exported"),
+                  stages=[Stage(steps=1, max_segments=2, dense=1.0, lr=0.0)])
+    assert train(cfg, max_minutes=5, log=lambda _: None) == 1
+    start, loaded = load_model(Path(first.out)).state_dict(), load_model(Path(cfg.out)).state_dict()
+    assert start.keys() == loaded.keys() and all(torch.equal(start[k], loaded[k]) for k in start)
+    assert json.loads((Path(cfg.out) / "config.json").read_text())["write_cap"] is True
+
+    with pytest.raises(ValueError, match="leave 'model' empty"):
+        replace(cfg, model=TINY)
 
 
 def test_lr_warms_up_then_decays_linearly_within_a_stage(tmp_path: Path) -> None:
