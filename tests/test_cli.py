@@ -210,6 +210,14 @@ def test_one_text_commands_refuse_torchrun(run, corpus: Path, tmp_path: Path, mo
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_compile_on_cpu_says_it_does_not_apply_and_answers_the_same(run, corpus: Path) -> None:
+    code, plain, _ = run("ask", corpus / "a.txt", *QS, "-q")
+    code2, compiled, err = run("ask", corpus / "a.txt", *QS, "-q", "--compile")
+    assert code == code2 == 0 and compiled == plain
+    assert err.strip().splitlines() == ["longqa: warning: --compile only applies on a GPU; reading without it"]
+
+
 def test_ask_each_needs_a_directory(run, corpus: Path) -> None:
     assert_error(run("ask", corpus / "a.txt", QS[0], "--each"), 2, "directory")
 
