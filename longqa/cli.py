@@ -447,7 +447,10 @@ def train(
     from .train import TrainConfig, plot_log
     from .train import train as run
 
-    cfg = TrainConfig.from_json(config)
+    try:
+        cfg = TrainConfig.from_json(config)
+    except (OSError, ValueError, TypeError) as e:  # missing file, bad JSON or values, unknown keys
+        raise InputError(f"bad training config {config}: {e}") from None
     run(cfg, max_minutes, log=lambda line: print(line, file=sys.stderr, flush=True))
     log = Path(cfg.out) / "log.jsonl"
     if log.is_file() and os.environ.get("RANK", "0") == "0":

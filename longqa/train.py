@@ -30,6 +30,7 @@ from torch import nn
 from . import babi
 from .distributed import any_rank, join
 from .engine import load_checkpoint, save_checkpoint
+from .errors import InputError
 from .haystack import NoiseBank, build
 from .model import ARMTConfig, ARMTModel, MemoryState
 from .text import EOS, GEN, encode_sentences
@@ -355,7 +356,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     elif cfg.init:
         model, init_tok = load_checkpoint(cfg.init)
         if init_tok.get_vocab() != tok.get_vocab():
-            raise ValueError(f"{cfg.init} was trained with another tokenizer than {cfg.tokenizer}")
+            raise InputError(f"{cfg.init} was trained with another tokenizer than {cfg.tokenizer}")
         model.float()
     else:
         torch.manual_seed(cfg.seed)

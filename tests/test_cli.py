@@ -432,6 +432,22 @@ def test_plots_without_matplotlib(run, tiny_model: Path, tmp_path: Path, monkeyp
     assert not (tmp_path / "run" / "train.png").exists() and "no train.png" in err
 
 
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (None, ["No such file"]),
+        ("{", ["Expecting property name"]),
+        ('{"noise": [], "tokenizer": "t", "out": "o", "bogus": 1}', ["bogus"]),
+        ('{"noise": [], "tokenizer": "t", "out": "o", "init": "weights/x", "model": {"d_model": 32}}', ["init", "'model'"]),
+    ],
+)
+def test_bad_training_config(run, tmp_path: Path, text: str | None, words: list[str]) -> None:
+    config = tmp_path / "cfg.json"
+    if text is not None:
+        config.write_text(text)
+    assert_error(run("train", config), 2, "bad training config", *words)
+
+
 def test_eval_prefix_reads_extra_noise_before_the_same_documents(tiny_model: Path, tmp_path: Path) -> None:
     """--prefix 2K: every document gets ~2K tokens of noise in front; the documents themselves (and so the
     model-free shortcut scores) stay the ones scored without it."""
