@@ -17,6 +17,7 @@ In one run, on one device, it measures:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -227,6 +228,7 @@ def main() -> None:
     args = ap.parse_args()
 
     engine = Engine(args.model, args.device)
+    gc.freeze()  # as the CLI does (cli.make_engine)
     dev = engine.device
     cfg = engine.config
     res: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU x{os.cpu_count()}",

@@ -6,7 +6,7 @@ thread (`time.sleep(0)` drops and re-takes the GIL) while a background thread ru
 tokenizer's pipeline on a document, and with nothing beside it. Round trips over 1 ms are stalls that a
 GPU segment (about 1 ms on an H100) would notice.
 
-    python benchmarks/gil.py [--copies 3] [--no-gc] [--switch-interval 0.005]
+    python benchmarks/gil.py [--copies 3] [--gc on|off|frozen] [--switch-interval 0.005]
 """
 
 from __future__ import annotations
@@ -56,13 +56,16 @@ def beside(work: Callable[[], object]) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--copies", type=int, default=3, help="document = this many copies of the shipped noise sample")
-    ap.add_argument("--no-gc", action="store_true", help="switch the cyclic garbage collector off")
+    ap.add_argument("--gc", choices=["on", "off", "frozen"], default="on",
+                    help="the cyclic garbage collector: on, off, or on with everything loaded before reading frozen (as the CLI does)")
     ap.add_argument("--switch-interval", type=float, default=sys.getswitchinterval())
     args = ap.parse_args()
     sys.setswitchinterval(args.switch_interval)
-    if args.no_gc:
+    if args.gc == "off":
         gc.disable()
     tokenizer = load_checkpoint(ROOT / "weights" / "longqa-armt-small")[1]
+    if args.gc == "frozen":
+        gc.freeze()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "doc.txt"
@@ -85,7 +88,7 @@ def main() -> None:
             "+ encode_batch": split_encode,
             "+ ids (all of token_stream)": lambda: sum(len(x) for x in encode_stream(tokenizer, read_chunks(doc))),
         }
-        print(f"switch interval {sys.getswitchinterval() * 1e3:g} ms, gc {'off' if args.no_gc else 'on'}, "
+        print(f"switch interval {sys.getswitchinterval() * 1e3:g} ms, gc {args.gc}, "
               f"{path.stat().st_size / 1e6:.1f} MB of text")
         for name, work in stages.items():
             print(f"beside {name}: {summary(beside(work))}")

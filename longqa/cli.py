@@ -6,6 +6,7 @@ are imported inside the commands so that `longqa --help` is instant.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import io
 import json
@@ -101,6 +102,10 @@ def make_engine(model: str | None, device: str, compile: bool = False):
     engine = Engine(model_dir(model), device, compile=compile)
     if compile and engine.device.type != "cuda":
         warn("--compile only applies on a GPU; reading without it")
+    # torch, transformers and the model are ~350K objects that live as long as the process. Frozen, the
+    # collector stops walking them: a full collection while reading held the GIL for ~0.2 s, keeping the
+    # thread that launches GPU work waiting behind it (benchmarks/gil.py).
+    gc.freeze()
     return engine
 
 
