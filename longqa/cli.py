@@ -102,9 +102,9 @@ def make_engine(model: str | None, device: str, compile: bool = False):
     engine = Engine(model_dir(model), device, compile=compile)
     if compile and engine.device.type != "cuda":
         warn("--compile only applies on a GPU; reading without it")
-    # torch, transformers and the model are ~350K objects that live as long as the process. Frozen, the
+    # torch, transformers and the model leave ~349K objects that live as long as the process. Frozen, the
     # collector stops walking them: a full collection while reading held the GIL for ~0.2 s, keeping the
-    # thread that launches GPU work waiting behind it (benchmarks/gil.py).
+    # thread that launches GPU work waiting behind it (benchmarks/gil.py counts and times both).
     gc.freeze()
     return engine
 
