@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from longqa.engine import Engine, lockstep, prefetch
+from longqa.engine import WAVEFRONT_MAX_BATCH, Engine, lockstep, prefetch
 from longqa.haystack import parse_length
 from longqa.model import ARMTConfig, ARMTModel
 from longqa.reader import Document, token_stream
+from longqa.wavefront import WavefrontReader, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,18 +81,25 @@ def reading_flops_per_token(c: ARMTConfig) -> float:
     return (L * (per_pos * T + per_mem * c.n_mem) + conv) / c.segment_len
 
 
-def kernels_per_segment(engine: Engine) -> int:
-    """CUDA kernels one full segment launches (counted with the profiler)."""
+def kernels_per_segment(engine: Engine) -> tuple[int, int]:
+    """CUDA kernels of one full segment read segment by segment, and of one wavefront step (the fast path,
+    which in steady state also reads one segment), counted with the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
     m = engine.model
     ids = torch.randint(3, m.config.vocab_size, (1, m.config.segment_len), device=engine.device)
     state = m.new_state(1, engine.device)
-    m.read(ids, state)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        m.read(ids, state)
-        torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    wave = WavefrontReader(m, 1)  # uncaptured: every kernel goes through the profiler
+    flagged = torch.cat([ids, torch.ones_like(ids[:, :1])], 1)
+    counts = []
+    for step in (lambda: m.read(ids, state), lambda: wave.run(flagged)):
+        with torch.inference_mode():
+            step()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                step()
+                torch.cuda.synchronize()
+        counts.append(sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA))
+    return counts[0], counts[1]
 
 
 def graph_kernel_cost(device: torch.device, n: int = 500) -> float:
@@ -139,12 +147,13 @@ def model_rate(engine: Engine, n_tokens: int, batch: int = 1) -> float:
 
 
 def producer_rate(engine: Engine, batch: int, per_doc: int) -> float:
-    """The host side of read_ids alone (segmenting, lockstep steps, the prefetch thread), no model. The ids
-    are made before the clock starts: eval hands read_ids ready lists of ids."""
+    """The host side of read_ids on a GPU alone (segmenting, lockstep, the reader's step ids, the prefetch
+    thread), no model. The ids are made before the clock starts: eval hands read_ids ready lists of ids."""
     ids = [list(random_stream(engine.config.vocab_size, per_doc, seed=i)) for i in range(batch)]
     streams = [engine._segments(engine.new_memory(), x) for x in ids]
+    depth = engine.config.n_layers if batch <= WAVEFRONT_MAX_BATCH else 1
     t = time.perf_counter()
-    n = sum(seg.numel() for _, seg in prefetch(lockstep(streams)))
+    n = sum(k for k, _ in prefetch(schedule(lockstep(streams), batch, depth, engine.config.pad_token_id)))
     return n / (time.perf_counter() - t)
 
 
@@ -184,24 +193,78 @@ def ask_once(engine: Engine, path: Path, question: str) -> tuple[float, int, str
 @torch.inference_mode()  # the graph's buffers are inference tensors (Engine.read_ids)
 def profile_batched(engine: Engine, batch: int, steps: int = 20) -> tuple[float, str]:
     """Where a batched step's GPU time goes: seconds per graph replay with the ids already on the device
-    (no host in the loop), and the profiler's top kernels of one eager step."""
+    (no host in the loop), and the profiler's top kernels of one eager wavefront step."""
     from torch.profiler import ProfilerActivity, profile
 
     m = engine.model
-    ids = torch.randint(3, m.config.vocab_size, (batch, m.config.segment_len), device=engine.device)
-    graph = engine._graph(batch)
-    graph.run(ids)
+    ids = torch.randint(3, m.config.vocab_size, (batch, m.config.segment_len + 1), device=engine.device)
+    ids[:, -1] = 1  # every row has a segment
+    reader = engine._reader(batch)
+    reader.run(ids)
     sync(engine.device)
     t = time.perf_counter()
     for _ in range(steps):
-        graph.run(ids)
+        reader.run(ids)
     sync(engine.device)
     per_step = (time.perf_counter() - t) / steps
-    state = m.new_state(batch, engine.device)
+    eager = WavefrontReader(m, batch)
+    eager.run(ids)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        m.read(ids, state)
+        eager.run(ids)
         sync(engine.device)
     return per_step, prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60)
+
+
+@torch.inference_mode()
+def step_rates(engine: Engine, batches: list[int], steps: int = 50) -> dict[str, float]:
+    """GPU tokens/s of the two graphed reader steps (wavefront, layer by layer) by batch size, with the
+    ids already on the device: what chooses engine.WAVEFRONT_MAX_BATCH."""
+    m, S = engine.model, engine.config.segment_len
+    out = {}
+    for batch in batches:
+        ids = torch.randint(3, m.config.vocab_size, (batch, S + 1), device=engine.device)
+        ids[:, -1] = 1
+        for diagonal in (True, False):
+            reader = WavefrontReader(m, batch, diagonal)
+            reader.capture(False)
+            reader.run(ids)
+            sync(engine.device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                reader.run(ids)
+            sync(engine.device)
+            out[f"{'wavefront' if diagonal else 'layer_by_layer'}_b{batch}"] = batch * S * steps / (time.perf_counter() - t)
+            del reader
+    return out
+
+
+def fast_vs_plain(engine: Engine, model_dir: str, n_docs: int, length: int) -> dict:
+    """Answers must not change: the same bAbI haystacks (QA1-QA5, read together, ragged) through the fast path
+    and through the plain one (the model segment by segment, eager, same bf16 weights)."""
+    import random
+
+    from longqa import babi
+    from longqa.haystack import NoiseBank, build
+
+    plain = Engine(model_dir, str(engine.device), use_graphs=False)
+    bank = NoiseBank([str(ROOT / "longqa" / "data" / "noise-sample.txt")], engine.tokenizer)
+    rng = random.Random(0)
+    samples = [babi.generate(f"qa{1 + i % 5}", rng) for i in range(n_docs)]
+    hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]
+    out: dict = {"docs": n_docs, "tokens_each": length}
+    answers = []
+    for e in (engine, plain):
+        mems = [e.new_memory() for _ in hays]
+        e.read_ids(mems, [[h.context_ids] for h in hays])
+        answers.append((mems, e.answer_pairs([(m, s.question) for m, s in zip(mems, samples)])))
+    (fast_m, fast_a), (plain_m, plain_a) = answers
+    out["same_answers"] = sum(a == b for a, b in zip(fast_a, plain_a))
+    out["correct_fast"] = sum(babi.score(s.task, s.question, a, s.answer) for s, a in zip(samples, fast_a))
+    out["correct_plain"] = sum(babi.score(s.task, s.question, a, s.answer) for s, a in zip(samples, plain_a))
+    out["max_rel_state_diff"] = max(
+        float((f.state.A - p.state.A).norm() / p.state.A.norm()) for f, p in zip(fast_m, plain_m)
+    )
+    return out
 
 
 def segment_sweep(base: ARMTConfig, tokenizer, device: torch.device, lengths: list[int], n_tokens: int) -> dict[int, float]:
@@ -240,12 +303,13 @@ def main() -> None:
     res["flops_per_token"] = fpt
     floor_s_per_seg = fpt * cfg.segment_len / rate
     if dev.type == "cuda":
-        k = kernels_per_segment(engine)
+        res["kernels_per_segment_plain"], k = kernels_per_segment(engine)
         kc = graph_kernel_cost(dev)
-        res["kernels_per_segment"], res["graph_kernel_us"] = k, kc * 1e6
-        floor_s_per_seg += k * kc
+        res["kernels_per_wavefront_step"], res["graph_kernel_us"] = k, kc * 1e6
+        floor_s_per_seg += k * kc  # the launches of the path that runs: one wavefront step per segment
     res["floor_tokens_per_s"] = cfg.segment_len / floor_s_per_seg
-    print(f"device {res['device']}  matmul {rate / 1e12:.1f} TFLOP/s  {fpt / 1e6:.1f} MFLOP/token  floor {fmt(res['floor_tokens_per_s'])}", flush=True)
+    print(f"device {res['device']}  matmul {rate / 1e12:.1f} TFLOP/s  {fpt / 1e6:.1f} MFLOP/token  floor {fmt(res['floor_tokens_per_s'])}  "
+          f"kernels: {res.get('kernels_per_segment_plain')} per segment plain, {res.get('kernels_per_wavefront_step')} per wavefront step", flush=True)
 
     # model alone, ours
     n_model = parse_length(args.baseline_tokens)
@@ -253,9 +317,9 @@ def main() -> None:
     print(f"model alone (ours): {fmt(res['model_tokens_per_s'])}", flush=True)
     res["asks_compiled"] = args.compile and dev.type == "cuda"
     if res["asks_compiled"]:  # from here on, the asks and the batched rows run compiled, as `--compile` does
-        engine.compile, engine._graphs = True, {}
+        engine.compile, engine._readers = True, {}
         t = time.perf_counter()
-        engine._graph(1)
+        engine._reader(1)
         res["compile_startup_s"] = time.perf_counter() - t
         res["model_compiled_tokens_per_s"] = model_rate(engine, n_model)
         print(f"model alone (compiled + graph): {fmt(res['model_compiled_tokens_per_s'])}; "
@@ -293,6 +357,12 @@ def main() -> None:
         res["baseline_model_tokens_per_s"] = model_rate(base, n_model)
         print(f"baseline model alone (eager fp32): {fmt(res['baseline_model_tokens_per_s'])}", flush=True)
         del base
+
+    if dev.type == "cuda":
+        res["step_rates"] = step_rates(engine, [1, 2, 4, 8, 16, 32, 64, 128])
+        print("graphed steps alone: " + ", ".join(f"{k} {fmt(v)}" for k, v in res["step_rates"].items()), flush=True)
+        res["fast_vs_plain"] = fast_vs_plain(engine, args.model, 50, 16_000)
+        print(f"fast vs plain path: {res['fast_vs_plain']}", flush=True)
 
     # many 16K documents at once
     res["batched_16k_tokens_per_s"] = model_rate(engine, args.batch_docs * 16_000, batch=args.batch_docs)

@@ -24,9 +24,11 @@ from .reader import Document, Progress, Segmenter, token_stream
 from .state import Memory
 from .text import question_ids
 from .tokenizer import decode, load_tokenizer
+from .wavefront import WavefrontReader, schedule
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 ANSWER_BATCH = 256
+WAVEFRONT_MAX_BATCH = 32  # above it the GPU is busy anyway and layer-by-layer steps are faster (BENCHMARKS.md)
 
 
 def fingerprint(model_dir: str | Path) -> str:
@@ -82,12 +84,8 @@ def save_checkpoint(model: ARMTModel, tokenizer: Tokenizer, model_dir: str | Pat
     tokenizer.save(str(Path(model_dir) / "tokenizer.json"))
 
 
-def lockstep(streams: list[Iterator[np.ndarray]]) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """(rows, ids) per step: the next segment of every document that still has one."""
-    # Pinned, so that the copy to the GPU is asynchronous. pin_memory() takes its block from torch's caching
-    # host allocator, which hands a block out again only after the non-blocking copies recorded on it have
-    # completed: no allocation per step, and the producer never overwrites ids that a copy still reads.
-    pin = torch.cuda.is_available()
+def lockstep(streams: list[Iterator[np.ndarray]]) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """(rows, segments) per step: the next segment of every document that still has one."""
     live = list(range(len(streams)))
     while live:
         batch, rows = [], []
@@ -98,8 +96,7 @@ def lockstep(streams: list[Iterator[np.ndarray]]) -> Iterator[tuple[list[int], t
                 rows.append(i)
         live = rows
         if rows:
-            ids = torch.from_numpy(np.stack(batch))  # int64, the dtype of SegmentGraph.ids
-            yield rows, ids.pin_memory() if pin else ids
+            yield rows, batch
 
 
 def prefetch(items: Iterator, depth: int = 16) -> Iterator:
@@ -141,43 +138,6 @@ def prefetch(items: Iterator, depth: int = 16) -> Iterator:
         thread.join(timeout=10)
 
 
-class SegmentGraph:
-    """A full segment for a fixed batch size, captured once as a CUDA graph and replayed: one launch
-    per segment instead of hundreds. The state lives in the graph's own buffers and is updated in place."""
-
-    def __init__(self, model: ARMTModel, batch: int, compile: bool) -> None:
-        c = model.config
-        dev = model.embed.weight.device
-        self.ids = torch.full((batch, c.segment_len), c.pad_token_id, device=dev)
-        self.A = torch.zeros(batch, c.n_layers, c.d_key, c.d_model, device=dev)
-        self.z = torch.zeros(batch, c.n_layers, c.d_key, device=dev)
-
-        def segment(ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            new = model.read_segment(ids, MemoryState(A, z))[1]
-            return new.A, new.z
-
-        fn = torch.compile(segment, dynamic=False) if compile else segment
-
-        def step() -> None:
-            A, z = fn(self.ids, self.A, self.z)
-            self.A.copy_(A)
-            self.z.copy_(z)
-
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (and compilation) off the capture
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step()
-
-    def run(self, ids: torch.Tensor) -> None:
-        self.ids.copy_(ids, non_blocking=True)
-        self.graph.replay()
-
-
 class Engine:
     def __init__(self, model_dir: str | Path, device: str = "auto", use_graphs: bool = True, compile: bool = False) -> None:
         model, tokenizer = load_checkpoint(model_dir)
@@ -200,7 +160,7 @@ class Engine:
         self.config: ARMTConfig = model.config
         self.use_graphs = use_graphs
         self.compile = compile
-        self._graphs: dict[int, SegmentGraph | None] = {}
+        self._readers: dict[int, WavefrontReader | None] = {}
         if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
             # Leave one core to the tokenizer thread that runs beside the model.
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
@@ -241,41 +201,54 @@ class Engine:
         """Read token-id streams into memories, all rows in lockstep, one segment per row per step.
 
         Tokenising runs in a background thread (the tokenizer releases the GIL) while the device reads
-        the previous segments; steps where every row has a full segment replay a CUDA graph."""
+        the previous segments. On a GPU every step is one replay of a CUDA graph of a wavefront step
+        (wavefront.py); elsewhere the model reads segment by segment."""
         B = len(memories)
         streams = [self._segments(m, i) for m, i in zip(memories, ids)]
-        graph = self._graph(B) if self.use_graphs and self.device.type == "cuda" else None
-        if graph:
-            state = MemoryState(graph.A, graph.z)
-            state.A.copy_(torch.cat([m.state.A for m in memories]))
-            state.z.copy_(torch.cat([m.state.z for m in memories]))
+        state = MemoryState(
+            torch.cat([m.state.A for m in memories]).to(self.device),
+            torch.cat([m.state.z for m in memories]).to(self.device),
+        )
+        reader = self._reader(B) if self.use_graphs else None
+        if reader:
+            reader.load(state)
+            for n, step_ids in prefetch(schedule(lockstep(streams), B, reader.depth, self.config.pad_token_id)):
+                reader.run(step_ids)
+                if on_tokens and n:
+                    on_tokens(n)
+            state = reader.state()
         else:
-            state = MemoryState(
-                torch.cat([m.state.A for m in memories]).to(self.device),
-                torch.cat([m.state.z for m in memories]).to(self.device),
-            )
-        for rows, seg_ids in prefetch(lockstep(streams)):
-            if graph and len(rows) == B:
-                graph.run(seg_ids)
-            elif len(rows) == B:  # no graph: the new state simply replaces the old one
-                state = self.model.read(seg_ids.to(self.device), state)
-            else:  # some documents have ended: only the others read, the ended rows keep their state
-                idx = torch.tensor(rows, device=self.device)
-                new = self.model.read(seg_ids.to(self.device), state.rows(idx))
-                state.A[idx], state.z[idx] = new.A, new.z
-            if on_tokens:
-                on_tokens(seg_ids.numel())
+            for rows, segments in prefetch(lockstep(streams)):
+                seg_ids = torch.from_numpy(np.stack(segments))
+                if len(rows) == B:  # the new state simply replaces the old one
+                    state = self.model.read(seg_ids.to(self.device), state)
+                else:  # some documents have ended: only the others read, the ended rows keep their state
+                    idx = torch.tensor(rows, device=self.device)
+                    new = self.model.read(seg_ids.to(self.device), state.rows(idx))
+                    state.A[idx], state.z[idx] = new.A, new.z
+                if on_tokens:
+                    on_tokens(seg_ids.numel())
         for i, m in enumerate(memories):
             m.state = state.rows(slice(i, i + 1)).clone()
 
-    def _graph(self, batch: int) -> SegmentGraph | None:
-        if batch not in self._graphs:
-            try:
-                self._graphs[batch] = SegmentGraph(self.model, batch, self.compile)
-            except Exception as e:  # a failed capture/compile costs speed, never answers
-                print(f"longqa: warning: CUDA graph for batch {batch} unavailable ({type(e).__name__}); reading eagerly", file=sys.stderr)
-                self._graphs[batch] = None
-        return self._graphs[batch]
+    def _reader(self, batch: int) -> WavefrontReader | None:
+        """The CUDA-graphed wavefront reader for this batch size, made once; None off CUDA or if it cannot be had."""
+        if self.device.type != "cuda":
+            return None
+        if batch not in self._readers:
+            reader = WavefrontReader(self.model, batch, diagonal=batch <= WAVEFRONT_MAX_BATCH)
+            for compile in dict.fromkeys((self.compile, False)):  # a failed compile still leaves the graph
+                try:
+                    reader.capture(compile)
+                    break
+                except Exception as e:  # costs speed, never answers
+                    what = "compiled CUDA graph" if compile else "CUDA graph"
+                    print(f"longqa: warning: {what} for batch {batch} unavailable ({type(e).__name__}); "
+                          f"{'trying without compiling' if compile else 'reading eagerly'}", file=sys.stderr)
+            else:
+                reader = None
+            self._readers[batch] = reader
+        return self._readers[batch]
 
     def _flushed(self, memory: Memory) -> MemoryState:
         """The state after also reading the unfinished last segment (padded), which ask needs before answering.

@@ -207,6 +207,26 @@ class Block(nn.Module):
         return h + self.down(F.silu(gate) * up)
 
 
+def layer_forward(
+    block: Block,
+    mem: AssociativeMemory,
+    h: torch.Tensor,
+    A: torch.Tensor,
+    z: torch.Tensor,
+    mask: torch.Tensor | None,
+    write_active: torch.Tensor | None,
+    n_mem: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer on one segment: read the layer's memory, run the block, write the memory tokens' outputs
+    (n_mem = 0: write nothing). Both schedules run exactly this: segment by segment (ARMTModel.run_layers) and
+    all layers at once on successive segments (wavefront.py)."""
+    h = h + mem.read(h, A, z)
+    h = block(h, mask)
+    if n_mem:
+        A, z = mem.write(h[:, -n_mem:], A, z, write_active)
+    return h, A, z
+
+
 class ARMTModel(PreTrainedModel):
     config_class = ARMTConfig
     base_model_prefix = "armt"
@@ -252,7 +272,7 @@ class ARMTModel(PreTrainedModel):
         )
 
     # ---- forward -----------------------------------------------------------------------------
-    def _run(
+    def run_layers(
         self,
         h: torch.Tensor,
         mask: torch.Tensor | None,
@@ -260,15 +280,13 @@ class ARMTModel(PreTrainedModel):
         write_active: torch.Tensor | None,
         write: bool,
     ) -> tuple[torch.Tensor, MemoryState]:
+        """All layers on one segment's input h; the final norm of the outputs and the written state."""
         A_new, z_new = [], []
+        n_mem = self.config.n_mem if write else 0
         for l, (block, mem) in enumerate(zip(self.blocks, self.memory)):
-            A, z = state.A[:, l], state.z[:, l]
-            h = h + mem.read(h, A, z)
-            h = block(h, mask)
-            if write:
-                A, z = mem.write(h[:, -self.config.n_mem :], A, z, write_active)
-                A_new.append(A)
-                z_new.append(z)
+            h, A, z = layer_forward(block, mem, h, state.A[:, l], state.z[:, l], mask, write_active, n_mem)
+            A_new.append(A)
+            z_new.append(z)
         new_state = MemoryState(torch.stack(A_new, 1), torch.stack(z_new, 1)) if write else state
         return self.norm(h), new_state
 
@@ -283,20 +301,25 @@ class ARMTModel(PreTrainedModel):
         key_ok = (i.view(1, -1) < lengths.view(-1, 1)) | (i.view(1, -1) >= S)
         return (causal.unsqueeze(0) & key_ok.unsqueeze(1)).unsqueeze(1)
 
+    def segment_input(self, ids: torch.Tensor) -> torch.Tensor:
+        """The first layer's input for full context segments ids (B, S): embeddings, memory tokens, positions."""
+        B, S = ids.shape
+        assert S == self.config.segment_len, f"segments must be padded to {self.config.segment_len}"
+        h = torch.cat([self._embed(ids), self.mem_tokens.to(self.embed.weight.dtype).expand(B, -1, -1)], 1)
+        return h + self.pos.weight
+
     def read_segment(
         self, ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, MemoryState]:
         """One context segment for a batch: ids (B, S) right-padded, lengths (B,) real tokens per row
         (None: all full). Returns the hidden states of the segment positions and the written state.
         Rows with length 0 leave their memory untouched."""
-        B, S = ids.shape
-        assert S == self.config.segment_len, f"segments must be padded to {self.config.segment_len}"
-        h = torch.cat([self._embed(ids), self.mem_tokens.to(self.embed.weight.dtype).expand(B, -1, -1)], 1)
-        h = h + self.pos.weight
+        S = ids.shape[1]
+        h = self.segment_input(ids)
         full = lengths is None
         mask = None if full else self.segment_mask(lengths, h.shape[1])
         active = None if full else lengths > 0
-        h, state = self._run(h, mask, state, active, write=True)
+        h, state = self.run_layers(h, mask, state, active, write=True)
         return h[:, :S], state
 
     def read_only(
@@ -310,7 +333,7 @@ class ARMTModel(PreTrainedModel):
             i = torch.arange(T, device=ids.device)
             causal = i.view(1, -1) <= i.view(-1, 1)
             mask = (causal.unsqueeze(0) & (i.view(1, 1, -1) < lengths.view(-1, 1, 1))).unsqueeze(1)
-        h, _ = self._run(h, mask, state, None, write=False)
+        h, _ = self.run_layers(h, mask, state, None, write=False)
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
