@@ -25,7 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .errors import InputError, RuntimeFailure
-from .text import encode_stream
+from .tokenize_pool import encode_pieces
 
 CHUNK_BYTES = 1 << 20
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
@@ -201,16 +201,18 @@ def documents(source: str, warn: Warn) -> list[Document]:
     return docs
 
 
-def token_stream(tokenizer: Tokenizer, doc: Document, progress: Progress | None = None) -> Iterator[list[int]]:
-    """Token ids of one document, in pieces, exactly as text.encode_text would give for the whole text."""
-    return encode_stream(tokenizer, doc.chunks(progress))
+def token_stream(tokenizer: Tokenizer, doc: Document, progress: Progress | None = None) -> Iterator[list[int] | np.ndarray]:
+    """Token ids of one document, in pieces (lists or int64 arrays), exactly as text.encode_text would give
+    for the whole text. A big document is tokenised in worker processes (tokenize_pool)."""
+    return encode_pieces(tokenizer, doc.chunks(progress))
 
 
 class Segmenter:
     """Cuts a stream of token ids into segments of exactly `size`; keeps the unfinished tail as `pending`.
 
-    Segments are int64 arrays, views of one buffer per push: each Python int is converted once, and a
-    step of many documents is then one copy of machine integers (engine.lockstep)."""
+    Segments are int64 arrays, views of one buffer per push: each Python int is converted once (arrays from
+    the tokenizer workers not at all), and a step of many documents is then one copy of machine integers
+    (engine.lockstep)."""
 
     def __init__(self, size: int, pending: list[int] | None = None) -> None:
         self.size = size
@@ -220,9 +222,10 @@ class Segmenter:
     def pending(self) -> list[int]:
         return self._tail.tolist()
 
-    def push(self, ids: list[int]) -> Iterator[np.ndarray]:
+    def push(self, ids: list[int] | np.ndarray) -> Iterator[np.ndarray]:
         # fromiter reads a list of ints faster than np.asarray, which first scans it for shape and type
-        buf = np.concatenate([self._tail, np.fromiter(ids, np.int64, len(ids))])
+        new = ids if isinstance(ids, np.ndarray) else np.fromiter(ids, np.int64, len(ids))
+        buf = np.concatenate([self._tail, new], dtype=np.int64)
         n = len(buf) // self.size * self.size
         for i in range(0, n, self.size):
             yield buf[i : i + self.size]

@@ -196,3 +196,13 @@ def test_segmenter_starts_from_pending_without_aliasing_it() -> None:
     assert [s.tolist() for s in seg.push([4, 5])] == [[1, 2, 3, 4]]
     assert seg.pending == [5]
     assert pending == [1, 2, 3]
+
+
+def test_segmenter_takes_arrays_and_lists_alike() -> None:
+    lists, arrays = Segmenter(4, [7]), Segmenter(4, [7])
+    parts = [[1, 2], [3, 4, 5, 6, 8], [], [9, 10, 11]]
+    from_lists = [s.tolist() for p in parts for s in lists.push(p)]
+    from_arrays = [s.tolist() for p in parts for s in arrays.push(np.array(p, dtype=np.int64))]
+    assert from_lists == from_arrays == [[7, 1, 2, 3], [4, 5, 6, 8]]
+    assert lists.pending == arrays.pending == [9, 10, 11]
+    assert all(s.dtype == np.int64 for s in arrays.push(np.arange(4, dtype=np.int32)))

@@ -9,7 +9,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from longqa import reader
@@ -18,12 +18,15 @@ from longqa.text import (
     GEN,
     MAX_SENTENCE_CHARS,
     SentenceSplitter,
+    cut_at_sync_points,
     encode_stream,
     encode_text,
+    next_sync,
     normalize,
     question_ids,
     split_sentences,
 )
+from longqa.tokenize_pool import encode_piece
 from longqa.tokenizer import load_tokenizer
 
 # ---- random texts ---------------------------------------------------------------------------------
@@ -39,6 +42,23 @@ _long_run = st.builds(lambda c, n: c * n, st.sampled_from(["x", "é", "日", "�
 _long_spaced = st.builds(lambda w, n: (w + " ") * n, _word, st.integers(50, 400))
 _piece = st.one_of(_word, _word, _word, _end, _space, _space, _long_run, _long_spaced, st.sampled_from(_PUNCT))
 texts = st.lists(_piece, max_size=60).map("".join)
+
+
+# Texts that attack sync points: dense punctuation, closers and whitespace (also the kinds a forced cut does
+# not look for), and runs of ~1000 characters without " ", "\n" or "\t" that end in a boundary, with a
+# space just inside or just outside the reach of a sync point before the punctuation.
+_CLOSERS = "\"'\u201d\u2019)]"
+_DENSE = "ab.!?" + _CLOSERS + " \n\t\u00a0\r\x0b\u3000\x1cé日😀"
+_run_to_boundary = st.builds(
+    lambda a, sp, b, closers, ws: "x" * a + sp + "y" * b + "." + closers + ws,
+    st.integers(0, 1100), st.sampled_from([" ", "\n", "\t", "\u00a0", "\r", ""]), st.integers(0, 24) | st.integers(990, 1003),
+    st.text(alphabet=_CLOSERS, max_size=4), st.sampled_from([" ", "\n", "\u00a0", "\u3000", "\r\n", "z"]),
+)
+_hard_piece = st.one_of(
+    _piece, st.text(alphabet=_DENSE, max_size=40), _run_to_boundary, _run_to_boundary,
+    st.builds(lambda c, n: c * n, st.sampled_from(["x\u00a0", ".)", '."\r', "日."]), st.integers(1, 1100)),
+)
+hard_texts = st.lists(_hard_piece, max_size=12).map("".join)
 
 
 def _cuts(data: st.DataObject, n: int) -> list[int]:
@@ -87,8 +107,13 @@ def test_splitter_chunked_equals_whole(text: str, data: st.DataObject) -> None:
 @given(text=texts, data=st.data())
 def test_encode_stream_equals_encode_text(text: str, data: st.DataObject, tokenizer) -> None:
     batch = data.draw(st.integers(1, 5))
-    streamed = [i for ids in encode_stream(tokenizer, _chunks(text, _cuts(data, len(text))), batch=batch) for i in ids]
+    chunks = _chunks(text, _cuts(data, len(text)))
+    streamed = [i for ids in encode_stream(tokenizer, chunks, batch=batch) for i in ids]
     assert streamed == encode_text(tokenizer, text)
+    # Stopped after k chunks, the splitter's tail starts the rest of the text (tokenize_pool does this).
+    k, splitter = data.draw(st.integers(0, len(chunks))), SentenceSplitter()
+    first = [i for ids in encode_stream(tokenizer, chunks[:k], batch, splitter) for i in ids]
+    assert first + [i for ids in encode_stream(tokenizer, [splitter.tail, *chunks[k:]], batch) for i in ids] == streamed
 
 
 @SETTINGS
@@ -120,6 +145,77 @@ def test_segmenter_cuts_any_pushes_like_one_push(ids: list[list[int]], size: int
     assert all(len(s) == size for s in segments)
     assert [i for s in segments for i in s] + seg.pending == flat
     assert len(seg.pending) < size
+
+
+def _sync_points(text: str) -> list[int]:
+    ends: list[int] = []
+    while (end := next_sync(text, ends[-1] if ends else 0)) is not None:
+        ends.append(end)
+    return ends
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.sampled_from(["", "a. ", "a.\u00a0", "x" * 500 + " ", "x" * 1500]),
+    after_cut=st.text(alphabet=" \n\u00a0", max_size=2),
+    run=st.integers(990, 1002),
+    closers=st.text(alphabet=_CLOSERS, max_size=4),
+    then=st.sampled_from([" z", "\u00a0z. y", "\n", "z"]),
+)
+def test_cuts_at_sync_points_where_a_forced_cut_may_fall(before: str, after_cut: str, run: int, closers: str, then: str) -> None:
+    """A boundary some 1000 characters after the last cut: a forced cut may fall between its punctuation
+    and its closers, and a sync point must not be there."""
+    _check_cut_at_sync_points(before + after_cut + "y" * run + "." + closers + then)
+
+
+@SETTINGS
+@given(text=hard_texts)
+@example(text="x" * 999 + '." b. c')  # the forced cut at 1000 falls between "." and its quote
+@example(text="x" * 984 + " " + "y" * 14 + '.") b')  # a space 15 characters before the punctuation
+@example(text="x" * 10 + " " + "y" * 997 + '.""" z')  # cut at the space, then 1000 characters later inside .""" 
+def test_text_cut_at_every_sync_point_splits_like_the_whole(text: str) -> None:
+    _check_cut_at_sync_points(text)
+
+
+def _check_cut_at_sync_points(text: str) -> None:
+    ends = _sync_points(text)
+    bounds = [0, *ends, len(text)]
+    assert [s for a, b in zip(bounds, bounds[1:]) for s in split_sentences(text[a:b])] == split_sentences(text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(text=hard_texts, data=st.data())
+def test_pieces_from_any_chunking_encode_like_the_whole(text: str, data: st.DataObject, tokenizer) -> None:
+    """What the workers do, in order in this process: any chunking, piece size and unsynced limit (small
+    limits cut pieces anywhere and carry the splitter's tail into the next piece)."""
+    min_chars, max_unsynced = data.draw(st.integers(0, 3000)), data.draw(st.integers(0, 5000))
+    pieces = list(cut_at_sync_points(_chunks(text, _cuts(data, len(text))), min_chars, max_unsynced))
+    assert "".join(p for p, _ in pieces) == text
+    assert pieces[-1][1]
+    ids: list[int] = []
+    tail = ""
+    for piece, final in pieces:
+        array, rest = encode_piece(tokenizer, tail + piece, final)
+        assert array.dtype == "int64"
+        ids += array.tolist()
+        tail = "" if final else rest
+    assert ids == encode_text(tokenizer, text)
+
+
+def test_a_boundary_far_from_any_space_is_not_a_sync_point() -> None:
+    text = "x" * 999 + '." next. '
+    # A sentence of 1000 characters without a space is cut at 1000, between the period and its quote.
+    assert split_sentences(text) == ["x" * 999 + ".", '" next.']
+    assert _sync_points(text) == [len(text) - 1]  # only "next. "
+    spaced = "x" * 989 + " " + "x" * 9 + '." next. '
+    assert split_sentences(spaced) == ["x" * 989, "x" * 9 + '."', "next."]
+    assert _sync_points(spaced) == [1001, len(spaced) - 1]
+
+
+def test_a_sync_point_at_a_chunk_end_is_found_once_it_is_whole() -> None:
+    chunks = ["Hello there.", '"', ") Next one. An", "d more."]
+    pieces = list(cut_at_sync_points(chunks, 1, 10**6))
+    assert pieces == [('Hello there.")', True), (" Next one.", True), (" And more.", True)]
 
 
 # ---- hand cases -----------------------------------------------------------------------------------
