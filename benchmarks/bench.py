@@ -361,7 +361,8 @@ def main() -> None:
     if dev.type == "cuda":
         res["step_rates"] = step_rates(engine, [1, 2, 4, 8, 16, 32, 64, 128])
         print("graphed steps alone: " + ", ".join(f"{k} {fmt(v)}" for k, v in res["step_rates"].items()), flush=True)
-        res["fast_vs_plain"] = fast_vs_plain(engine, args.model, 50, 16_000)
+        # 20 documents read in wavefront steps, 50 in layer-by-layer steps (engine.WAVEFRONT_MAX_BATCH)
+        res["fast_vs_plain"] = [fast_vs_plain(engine, args.model, n, 16_000) for n in (20, 50)]
         print(f"fast vs plain path: {res['fast_vs_plain']}", flush=True)
 
     # many 16K documents at once

@@ -45,8 +45,8 @@ CompileOpt = Annotated[
     bool,
     typer.Option(
         "--compile",
-        help="GPU: compile the segment step with torch.compile. Costs ~50 s once per run and reads 20-40 % faster "
-        "(H100): worth it past ~100M tokens, or for many documents.",
+        help="GPU, more than 32 documents at once (eval, ask --each): compile their step with torch.compile. "
+        "Costs ~45 s once per run (H100; see BENCHMARKS.md). One document reads the same without it.",
     ),
 ]
 

@@ -237,7 +237,9 @@ class Engine:
             return None
         if batch not in self._readers:
             reader = WavefrontReader(self.model, batch, diagonal=batch <= WAVEFRONT_MAX_BATCH)
-            for compile in dict.fromkeys((self.compile, False)):  # a failed compile still leaves the graph
+            # torch.compile is for the layer-by-layer step: on the wavefront's vmap it failed (TypeError, torch
+            # 2.11), and that step is already one layer's launches. A failed compile still leaves the graph.
+            for compile in dict.fromkeys((self.compile and not reader.diagonal, False)):
                 try:
                     reader.capture(compile)
                     break
