@@ -190,6 +190,17 @@ def ask_once(engine: Engine, path: Path, question: str) -> tuple[float, int, str
     return time.perf_counter() - t, mem.tokens, answer
 
 
+def replay_seconds(reader: WavefrontReader, ids: torch.Tensor, steps: int) -> float:
+    """Seconds per step of a reader, ids already on the device (no host in the loop)."""
+    reader.run(ids)
+    sync(ids.device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        reader.run(ids)
+    sync(ids.device)
+    return (time.perf_counter() - t) / steps
+
+
 @torch.inference_mode()  # the graph's buffers are inference tensors (Engine.read_ids)
 def profile_batched(engine: Engine, batch: int, steps: int = 20) -> tuple[float, str]:
     """Where a batched step's GPU time goes: seconds per graph replay with the ids already on the device
@@ -199,15 +210,8 @@ def profile_batched(engine: Engine, batch: int, steps: int = 20) -> tuple[float,
     m = engine.model
     ids = torch.randint(3, m.config.vocab_size, (batch, m.config.segment_len + 1), device=engine.device)
     ids[:, -1] = 1  # every row has a segment
-    reader = engine._reader(batch)
-    reader.run(ids)
-    sync(engine.device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        reader.run(ids)
-    sync(engine.device)
-    per_step = (time.perf_counter() - t) / steps
-    eager = WavefrontReader(m, batch)
+    per_step = replay_seconds(engine._reader(batch), ids, steps)
+    eager = WavefrontReader(m, batch, diagonal=batch <= WAVEFRONT_MAX_BATCH)
     eager.run(ids)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         eager.run(ids)
@@ -227,13 +231,7 @@ def step_rates(engine: Engine, batches: list[int], steps: int = 50) -> dict[str,
         for diagonal in (True, False):
             reader = WavefrontReader(m, batch, diagonal)
             reader.capture(False)
-            reader.run(ids)
-            sync(engine.device)
-            t = time.perf_counter()
-            for _ in range(steps):
-                reader.run(ids)
-            sync(engine.device)
-            out[f"{'wavefront' if diagonal else 'layer_by_layer'}_b{batch}"] = batch * S * steps / (time.perf_counter() - t)
+            out[f"{'wavefront' if diagonal else 'layer_by_layer'}_b{batch}"] = batch * S / replay_seconds(reader, ids, steps)
             del reader
     return out
 
