@@ -62,9 +62,10 @@ class WavefrontReader:
         L, T = c.n_layers, c.segment_len + c.n_mem
         self.ids = torch.full((batch, c.segment_len + 1), c.pad_token_id, device=dev)  # + the "has a segment" column
         self.ids[:, -1] = 0
-        # Each layer's last output (what the next layer reads in the next step), and which layers hold a
-        # real segment: a layer without one writes nothing. State is layer-major: A (L, B, d_key, d), z (L, B, d_key).
-        self.out = torch.zeros(self.depth, batch, T, c.d_model, device=dev, dtype=dtype)
+        # The last output of every layer but the last (what the next layer reads in the next step; none
+        # layer by layer), and which layers hold a real segment: a layer without one writes nothing.
+        # State is layer-major: A (L, B, d_key, d), z (L, B, d_key).
+        self.out = torch.zeros(self.depth - 1, batch, T, c.d_model, device=dev, dtype=dtype)
         self.active = torch.zeros(self.depth, batch, dtype=torch.bool, device=dev)
         self.A = torch.zeros(L, batch, c.d_key, c.d_model, device=dev)
         self.z = torch.zeros(L, batch, c.d_key, device=dev)
@@ -76,9 +77,10 @@ class WavefrontReader:
         active = torch.cat([ids[None, :, self.S].bool(), active[:-1]])
         first = self.model.segment_input(ids[:, : self.S])
         if self.diagonal:
-            return (*self.layers(self.weights, torch.cat([first[None], out[:-1]]), A, z, active), active)
-        h, new = self.model.run_layers(first, None, MemoryState(A.transpose(0, 1), z.transpose(0, 1)), active[0], write=True)
-        return h[None], new.A.transpose(0, 1), new.z.transpose(0, 1), active
+            h, A, z = self.layers(self.weights, torch.cat([first[None], out]), A, z, active)
+            return h[:-1], A, z, active
+        new = self.model.run_layers(first, None, MemoryState(A.transpose(0, 1), z.transpose(0, 1)), active[0], write=True)[1]
+        return out, new.A.transpose(0, 1), new.z.transpose(0, 1), active  # out is empty here
 
     def _step(self) -> None:
         for buf, new in zip((self.out, self.A, self.z, self.active), self._fn(self.ids, self.out, self.A, self.z, self.active)):
