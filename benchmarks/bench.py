@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from longqa.engine import WAVEFRONT_MAX_BATCH, Engine, lockstep, prefetch
+from longqa.engine import Engine, lockstep, prefetch
 from longqa.haystack import parse_length
 from longqa.model import ARMTConfig, ARMTModel
 from longqa.reader import Document, token_stream
@@ -82,17 +82,17 @@ def reading_flops_per_token(c: ARMTConfig) -> float:
 
 
 def kernels_per_segment(engine: Engine) -> tuple[int, int]:
-    """CUDA kernels of one full segment read segment by segment, and of one wavefront step (the fast path,
-    which in steady state also reads one segment), counted with the profiler."""
+    """CUDA kernels of one full segment read segment by segment, and of one step of the engine's reader for
+    one document (the fast path: a wavefront step, which in steady state also reads one segment; compiled if
+    the engine compiles), counted with the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
     m = engine.model
     ids = torch.randint(3, m.config.vocab_size, (1, m.config.segment_len), device=engine.device)
     state = m.new_state(1, engine.device)
-    wave = WavefrontReader(m, 1)  # uncaptured: every kernel goes through the profiler
-    flagged = torch.cat([ids, torch.ones_like(ids[:, :1])], 1)
+    reader = engine._reader(1)
     counts = []
-    for step in (lambda: m.read(ids, state), lambda: wave.run(flagged)):
+    for step in (lambda: m.read(ids, state), reader._step):  # _step outside the graph: the profiler sees every kernel
         with torch.inference_mode():
             step()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -151,7 +151,8 @@ def producer_rate(engine: Engine, batch: int, per_doc: int) -> float:
     thread), no model. The ids are made before the clock starts: eval hands read_ids ready lists of ids."""
     ids = [list(random_stream(engine.config.vocab_size, per_doc, seed=i)) for i in range(batch)]
     streams = [engine._segments(engine.new_memory(), x) for x in ids]
-    depth = engine.config.n_layers if batch <= WAVEFRONT_MAX_BATCH else 1
+    reader = engine._reader(batch)
+    depth = reader.depth if reader else 1
     t = time.perf_counter()
     n = sum(k for k, _ in prefetch(schedule(lockstep(streams), batch, depth, engine.config.pad_token_id)))
     return n / (time.perf_counter() - t)
@@ -210,8 +211,9 @@ def profile_batched(engine: Engine, batch: int, steps: int = 20) -> tuple[float,
     m = engine.model
     ids = torch.randint(3, m.config.vocab_size, (batch, m.config.segment_len + 1), device=engine.device)
     ids[:, -1] = 1  # every row has a segment
-    per_step = replay_seconds(engine._reader(batch), ids, steps)
-    eager = WavefrontReader(m, batch, diagonal=batch <= WAVEFRONT_MAX_BATCH)
+    reader = engine._reader(batch)
+    per_step = replay_seconds(reader, ids, steps)
+    eager = WavefrontReader(m, batch, reader.diagonal)
     eager.run(ids)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         eager.run(ids)
@@ -220,18 +222,22 @@ def profile_batched(engine: Engine, batch: int, steps: int = 20) -> tuple[float,
 
 
 @torch.inference_mode()
-def step_rates(engine: Engine, batches: list[int], steps: int = 50) -> dict[str, float]:
-    """GPU tokens/s of the two graphed reader steps (wavefront, layer by layer) by batch size, with the
-    ids already on the device: what chooses engine.WAVEFRONT_MAX_BATCH."""
+def step_rates(engine: Engine, batches: list[int], compiled: list[int], steps: int = 50) -> dict[str, float]:
+    """GPU tokens/s of the graphed reader steps by batch size, with the ids already on the device: wavefront
+    and layer by layer (what chooses engine.WAVEFRONT_MAX_BATCH), and the compiled wavefront step for the
+    batch sizes in `compiled` (each costs a compile)."""
     m, S = engine.model, engine.config.segment_len
     out = {}
+    kinds = [("wavefront", True, False), ("layer_by_layer", False, False), ("wavefront_compiled", True, True)]
     for batch in batches:
         ids = torch.randint(3, m.config.vocab_size, (batch, S + 1), device=engine.device)
         ids[:, -1] = 1
-        for diagonal in (True, False):
-            reader = WavefrontReader(m, batch, diagonal)
-            reader.capture(False)
-            out[f"{'wavefront' if diagonal else 'layer_by_layer'}_b{batch}"] = batch * S / replay_seconds(reader, ids, steps)
+        for name, diagonal, compile in kinds:
+            if compile and batch not in compiled:
+                continue
+            reader = WavefrontReader(m, batch, diagonal, compile)
+            reader.capture()
+            out[f"{name}_b{batch}"] = batch * S / replay_seconds(reader, ids, steps)
             del reader
     return out
 
@@ -289,6 +295,8 @@ def main() -> None:
     args = ap.parse_args()
 
     engine = Engine(args.model, args.device)
+    # Every compiled reader (one per batch size and kind) is a recompile of the same step: more than the default 8
+    torch._dynamo.config.recompile_limit = 64
     gc.freeze()  # as the CLI does (cli.make_engine)
     dev = engine.device
     cfg = engine.config
@@ -299,13 +307,16 @@ def main() -> None:
     fpt = reading_flops_per_token(cfg)
     res["matmul_tflops"] = rate / 1e12
     res["flops_per_token"] = fpt
-    floor_s_per_seg = fpt * cfg.segment_len / rate
+    flops_s_per_seg = fpt * cfg.segment_len / rate
+    kc = graph_kernel_cost(dev) if dev.type == "cuda" else 0.0
+    res["graph_kernel_us"] = kc * 1e6
+
+    def floor(kernels: int) -> float:  # plus the launches of the path that runs: one reader step per segment
+        return cfg.segment_len / (flops_s_per_seg + kernels * kc)
+
     if dev.type == "cuda":
-        res["kernels_per_segment_plain"], k = kernels_per_segment(engine)
-        kc = graph_kernel_cost(dev)
-        res["kernels_per_wavefront_step"], res["graph_kernel_us"] = k, kc * 1e6
-        floor_s_per_seg += k * kc  # the launches of the path that runs: one wavefront step per segment
-    res["floor_tokens_per_s"] = cfg.segment_len / floor_s_per_seg
+        res["kernels_per_segment_plain"], res["kernels_per_wavefront_step"] = kernels_per_segment(engine)
+    res["floor_tokens_per_s"] = floor(res.get("kernels_per_wavefront_step", 0))
     print(f"device {res['device']}  matmul {rate / 1e12:.1f} TFLOP/s  {fpt / 1e6:.1f} MFLOP/token  floor {fmt(res['floor_tokens_per_s'])}  "
           f"kernels: {res.get('kernels_per_segment_plain')} per segment plain, {res.get('kernels_per_wavefront_step')} per wavefront step", flush=True)
 
@@ -319,9 +330,12 @@ def main() -> None:
         t = time.perf_counter()
         engine._reader(1)
         res["compile_startup_s"] = time.perf_counter() - t
+        res["kernels_per_compiled_step"] = kernels_per_segment(engine)[1]
+        res["floor_compiled_tokens_per_s"] = floor(res["kernels_per_compiled_step"])
         res["model_compiled_tokens_per_s"] = model_rate(engine, n_model)
         print(f"model alone (compiled + graph): {fmt(res['model_compiled_tokens_per_s'])}; "
-              f"compiling and capturing it took {res['compile_startup_s']:.1f} s", flush=True)
+              f"compiling and capturing it took {res['compile_startup_s']:.1f} s; {res['kernels_per_compiled_step']} kernels "
+              f"per step, floor {fmt(res['floor_compiled_tokens_per_s'])}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         docs = {}
@@ -357,9 +371,9 @@ def main() -> None:
         del base
 
     if dev.type == "cuda":
-        res["step_rates"] = step_rates(engine, [1, 2, 4, 8, 16, 32, 64, 128])
+        res["step_rates"] = step_rates(engine, [1, 2, 4, 8, 16, 32, 64, 128], [1, 8, 32, 128] if args.compile else [])
         print("graphed steps alone: " + ", ".join(f"{k} {fmt(v)}" for k, v in res["step_rates"].items()), flush=True)
-        # 20 documents read in wavefront steps, 50 in layer-by-layer steps (engine.WAVEFRONT_MAX_BATCH)
+        # Uncompiled, 20 documents read in wavefront steps and 50 in layer-by-layer steps (engine.WAVEFRONT_MAX_BATCH)
         res["fast_vs_plain"] = [fast_vs_plain(engine, args.model, n, 16_000) for n in (20, 50)]
         print(f"fast vs plain path: {res['fast_vs_plain']}", flush=True)
 
@@ -388,13 +402,19 @@ def main() -> None:
         "ours_e2e_over_baseline": big["tokens_per_s"] / res["baseline_model_tokens_per_s"],
         "ours_model_over_baseline": res["model_tokens_per_s"] / res["baseline_model_tokens_per_s"],
         "ours_model_over_floor": res["model_tokens_per_s"] / res["floor_tokens_per_s"],
-        "ours_e2e_over_floor": big["tokens_per_s"] / res["floor_tokens_per_s"],
+        # the asks ran compiled or not: each against the floor of its own step
+        "ours_e2e_over_floor": big["tokens_per_s"] / res.get("floor_compiled_tokens_per_s", res["floor_tokens_per_s"]),
     }
+    if "model_compiled_tokens_per_s" in res:
+        res["ratios"]["ours_model_compiled_over_floor"] = res["model_compiled_tokens_per_s"] / res["floor_compiled_tokens_per_s"]
     res["peak_rss_mb"] = rss_mb()[1]
     print("\n| measure | value |\n|---|---|")
     for r in res["docs"]:
         print(f"| ask {r['size']} end to end | {fmt(r['tokens_per_s'])} ({r['seconds']:.2f} s; tokenize alone {fmt(r['tokenize_tokens_per_s']) if r['tokenize_tokens_per_s'] == r['tokenize_tokens_per_s'] else 'not measured'}; peak GPU {r['peak_gpu_mb'] and round(r['peak_gpu_mb'])} MB; RSS {r['rss_mb']:.0f} MB) |")
     print(f"| model alone, ours | {fmt(res['model_tokens_per_s'])} |")
+    if "model_compiled_tokens_per_s" in res:
+        print(f"| model alone, ours compiled | {fmt(res['model_compiled_tokens_per_s'])} (compile {res['compile_startup_s']:.1f} s) |")
+        print(f"| floor, compiled step | {fmt(res['floor_compiled_tokens_per_s'])} |")
     print(f"| model alone, baseline (eager fp32) | {fmt(res['baseline_model_tokens_per_s'])} |")
     print(f"| floor | {fmt(res['floor_tokens_per_s'])} |")
     print(f"| batched 16K docs x{args.batch_docs} | {fmt(res['batched_16k_tokens_per_s'])} |")

@@ -45,8 +45,8 @@ CompileOpt = Annotated[
     bool,
     typer.Option(
         "--compile",
-        help="GPU, more than 32 documents at once (eval, ask --each): compile their step with torch.compile. "
-        "Costs ~45 s once per run (H100; see BENCHMARKS.md). One document reads the same without it.",
+        help="GPU: compile the reading step with torch.compile, about 2x faster per token. Costs 6-17 s once "
+        "per run (H100; see BENCHMARKS.md), so it pays for very long documents or many documents at once.",
     ),
 ]
 

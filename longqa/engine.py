@@ -28,7 +28,7 @@ from .wavefront import WavefrontReader, schedule
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 ANSWER_BATCH = 256
-WAVEFRONT_MAX_BATCH = 32  # above it the GPU is busy anyway and layer-by-layer steps are faster (BENCHMARKS.md)
+WAVEFRONT_MAX_BATCH = 32  # uncompiled, above it the GPU is busy anyway and layer-by-layer steps are faster (BENCHMARKS.md)
 
 
 def fingerprint(model_dir: str | Path) -> str:
@@ -236,20 +236,23 @@ class Engine:
         if self.device.type != "cuda":
             return None
         if batch not in self._readers:
-            reader = WavefrontReader(self.model, batch, diagonal=batch <= WAVEFRONT_MAX_BATCH)
-            # torch.compile is for the layer-by-layer step: on the wavefront's vmap it failed (TypeError, torch
-            # 2.11), and that step is already one layer's launches. A failed compile still leaves the graph.
-            for compile in dict.fromkeys((self.compile and not reader.diagonal, False)):
+            self._readers[batch] = None
+            # Compiled, the wavefront step is the faster one at every batch size; eager, only up to
+            # WAVEFRONT_MAX_BATCH (BENCHMARKS.md). A failed compile costs speed, never answers: fall back to
+            # the plain graph, then to eager reading.
+            tries = [(True, True)] if self.compile else []
+            for compile, diagonal in tries + [(False, batch <= WAVEFRONT_MAX_BATCH)]:
+                reader = WavefrontReader(self.model, batch, diagonal, compile)
                 try:
-                    reader.capture(compile)
-                    break
-                except Exception as e:  # costs speed, never answers
+                    with torch.inference_mode():  # compiling the vmap outside it fails (TypeError, torch 2.11)
+                        reader.capture()
+                except Exception as e:
                     what = "compiled CUDA graph" if compile else "CUDA graph"
                     print(f"longqa: warning: {what} for batch {batch} unavailable ({type(e).__name__}); "
                           f"{'trying without compiling' if compile else 'reading eagerly'}", file=sys.stderr)
-            else:
-                reader = None
-            self._readers[batch] = reader
+                    continue
+                self._readers[batch] = reader
+                break
         return self._readers[batch]
 
     def _flushed(self, memory: Memory) -> MemoryState:

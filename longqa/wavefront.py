@@ -40,14 +40,16 @@ class _Layer(nn.Module):
 
 class WavefrontReader:
     """Reads full segments of `batch` documents in steps on fixed buffers, so that a step can be captured once
-    as a CUDA graph (optionally compiled) and replayed: one launch per step.
+    as a CUDA graph and replayed: one launch per step. compile=True puts the step through torch.compile
+    first (on its first run), which fuses its element-wise work into fewer kernels.
 
     diagonal=True: wavefront steps, L layers on L segments. diagonal=False: one segment through all layers
     per step. For one or a few documents a step is mostly launches, and the wavefront makes a segment cost
-    about one layer's; with many documents the GPU is busy anyway and the layer-by-layer step, which moves
-    less data, is faster (BENCHMARKS.md)."""
+    about one layer's; uncompiled, with many documents the GPU is busy anyway and the layer-by-layer step,
+    which moves less data, is faster. Compiled (fused element-wise work), the wavefront step is faster at
+    every batch size (BENCHMARKS.md)."""
 
-    def __init__(self, model: ARMTModel, batch: int, diagonal: bool = True) -> None:
+    def __init__(self, model: ARMTModel, batch: int, diagonal: bool = True, compile: bool = False) -> None:
         c = model.config
         dev, dtype = model.embed.weight.device, model.embed.weight.dtype
         self.model, self.S, self.diagonal = model, c.segment_len, diagonal
@@ -69,7 +71,7 @@ class WavefrontReader:
         self.active = torch.zeros(self.depth, batch, dtype=torch.bool, device=dev)
         self.A = torch.zeros(L, batch, c.d_key, c.d_model, device=dev)
         self.z = torch.zeros(L, batch, c.d_key, device=dev)
-        self._fn = self._advance
+        self._fn = torch.compile(self._advance, dynamic=False) if compile else self._advance
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _advance(self, ids: torch.Tensor, out: torch.Tensor, A: torch.Tensor, z: torch.Tensor, active: torch.Tensor):
@@ -86,8 +88,7 @@ class WavefrontReader:
         for buf, new in zip((self.out, self.A, self.z, self.active), self._fn(self.ids, self.out, self.A, self.z, self.active)):
             buf.copy_(new)
 
-    def capture(self, compile: bool) -> None:
-        self._fn = torch.compile(self._advance, dynamic=False) if compile else self._advance
+    def capture(self) -> None:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up (and compilation) off the capture; the flags are 0: no writes

@@ -5,6 +5,7 @@ On a GPU the engine reads only this way, inside a CUDA graph; here the same step
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -33,8 +34,10 @@ def trained_like_model(n_layers: int = 3) -> ARMTModel:
     return model
 
 
-@pytest.mark.parametrize("n_layers, diagonal", [(1, True), (3, True), (3, False)])
-def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool) -> None:
+@pytest.mark.parametrize("n_layers, diagonal, compile", [(1, True, False), (3, True, False), (3, False, False), (3, True, True)])
+def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool, compile: bool) -> None:
+    if compile and not shutil.which(os.environ.get("CXX", "g++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
     model = trained_like_model(n_layers)
     S, B = model.config.segment_len, 4
     g = torch.Generator().manual_seed(1)
@@ -51,7 +54,7 @@ def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool) -
             state = model.read(torch.tensor([doc[i : i + S]]), state)
         expected.append(state)
 
-    reader = WavefrontReader(model, B, diagonal)
+    reader = WavefrontReader(model, B, diagonal, compile)  # compiled: what --compile runs on a GPU
     reader.load(start)
     with torch.inference_mode():
         steps = list(schedule(lockstep([Segmenter(S).push(d) for d in docs]), B, reader.depth, 0))
