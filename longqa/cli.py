@@ -1,7 +1,7 @@
 """The `longqa` command line: a thin layer over longqa.engine (contract: ../shared/cli.md).
 
-stdout carries answers only; progress, stats, warnings and errors go to stderr. Torch and transformers
-are imported inside the commands so that `longqa --help` is instant.
+stdout carries answers only; progress, stats, warnings and errors go to stderr. Torch is imported inside
+the commands so that `longqa --help` is instant.
 """
 
 from __future__ import annotations

@@ -66,15 +66,10 @@ def load_checkpoint(model_dir: str | Path) -> tuple[ARMTModel, Tokenizer]:
     missing = [n for n in MODEL_FILES if not (d / n).is_file()]
     if missing:
         raise InputError(f"{d} is not a longqa model directory (missing {', '.join(missing)})")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # stderr is for our progress and errors, not a loader's bars
-    hf_logging.set_verbosity_error()
     try:
-        config = ARMTConfig.from_pretrained(d)
-        model = ARMTModel.from_pretrained(d, config=config)
+        model = ARMTModel.from_pretrained(d)
         tokenizer = load_tokenizer(d / "tokenizer.json")
-    except Exception as e:  # transformers/safetensors/tokenizers each raise their own types
+    except Exception as e:  # json/safetensors/torch/tokenizers each raise their own types
         raise InputError(f"cannot load model from {d}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return model, tokenizer
 

@@ -9,69 +9,68 @@ that crosses segments, so cost per segment and state size are constant in docume
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
-from transformers import initialization as init
 
 ARMT_VERSION = 1  # bump whenever the math changes; checkpoints of other versions are refused
+# Keys that transformers' PreTrainedConfig wrote into config.json (the shipped checkpoint has them): ignored.
+# longqa no longer builds on transformers: importing it took 13 of the 20 s a `longqa ask` spent starting on
+# the H100 machine (BENCHMARKS.md), for two file formats that json and safetensors write as well.
+LEGACY_CONFIG_KEYS = frozenset({"architectures", "dtype", "model_type", "tie_word_embeddings", "transformers_version"})
 
 
-class ARMTConfig(PreTrainedConfig):
-    model_type = "armt"
+@dataclass
+class ARMTConfig:
+    """The model's shape and special tokens, saved as config.json beside the weights (save_pretrained /
+    from_pretrained, as Hugging Face models do)."""
 
-    def __init__(
-        self,
-        vocab_size: int = 8192,
-        d_model: int = 256,
-        n_layers: int = 4,
-        n_heads: int = 4,
-        d_ff: int = 1024,
-        segment_len: int = 128,
-        n_mem: int = 16,
-        d_mem: int = 32,
-        conv_width: int = 6,
-        conv_depthwise: bool = True,
-        write_cap: bool = False,  # True for checkpoints trained with it (see AssociativeMemory._gain_cap)
-        norm_eps: float = 1e-5,
-        mem_eps: float = 1e-6,
-        max_answer_tokens: int = 10,
-        pad_token_id: int = 0,
-        gen_token_id: int = 1,
-        eos_token_id: int = 2,
-        armt_version: int = ARMT_VERSION,
-        **kwargs,
-    ) -> None:
-        if armt_version != ARMT_VERSION:
+    vocab_size: int = 8192
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 1024
+    segment_len: int = 128
+    n_mem: int = 16
+    d_mem: int = 32
+    conv_width: int = 6
+    conv_depthwise: bool = True
+    write_cap: bool = False  # True for checkpoints trained with it (see AssociativeMemory._gain_cap)
+    norm_eps: float = 1e-5
+    mem_eps: float = 1e-6
+    max_answer_tokens: int = 10
+    pad_token_id: int = 0
+    gen_token_id: int = 1
+    eos_token_id: int = 2
+    armt_version: int = ARMT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.armt_version != ARMT_VERSION:
             raise ValueError(
-                f"checkpoint has armt_version {armt_version}, this longqa understands only {ARMT_VERSION}"
+                f"checkpoint has armt_version {self.armt_version}, this longqa understands only {ARMT_VERSION}"
             )
-        self.vocab_size = vocab_size
-        self.d_model = d_model
-        self.n_layers = n_layers
-        self.n_heads = n_heads
-        self.d_ff = d_ff
-        self.segment_len = segment_len
-        self.n_mem = n_mem
-        self.d_mem = d_mem
-        self.conv_width = conv_width
-        self.conv_depthwise = conv_depthwise
-        self.write_cap = write_cap
-        self.norm_eps = norm_eps
-        self.mem_eps = mem_eps
-        self.max_answer_tokens = max_answer_tokens
-        self.gen_token_id = gen_token_id
-        self.armt_version = armt_version
-        # The output head reuses the embedding matrix directly (see ARMTModel.logits), not via HF tying.
-        kwargs["tie_word_embeddings"] = False
-        super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
 
     @property
     def d_key(self) -> int:
         return 6 * self.d_mem  # DPFP with nu = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "config.json").write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> ARMTConfig:
+        """The config of a checkpoint folder; a key it does not know is an error (TypeError), not ignored."""
+        values = json.loads((Path(folder) / "config.json").read_text())
+        return cls(**{k: v for k, v in values.items() if k not in LEGACY_CONFIG_KEYS})
 
 
 @dataclass
@@ -227,13 +226,10 @@ def layer_forward(
     return h, A, z
 
 
-class ARMTModel(PreTrainedModel):
-    config_class = ARMTConfig
-    base_model_prefix = "armt"
-
+class ARMTModel(nn.Module):
     def __init__(self, config: ARMTConfig) -> None:
-        super().__init__(config)
-        c = config
+        super().__init__()
+        self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.d_model)
         self.conv = CausalConv(c)
         self.pos = nn.Embedding(c.segment_len + c.n_mem, c.d_model)
@@ -241,20 +237,35 @@ class ARMTModel(PreTrainedModel):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.memory = nn.ModuleList(AssociativeMemory(c) for _ in range(c.n_layers))
         self.norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
-        self.post_init()
+        self.apply(self._init_weights)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):
             if getattr(module, "zero_init", False):
-                init.zeros_(module.weight)
+                nn.init.zeros_(module.weight)
             else:
-                init.normal_(module.weight, std=0.02)
+                nn.init.normal_(module.weight, std=0.02)
             if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+                nn.init.zeros_(module.bias)
         elif isinstance(module, nn.RMSNorm):
-            init.ones_(module.weight)
+            nn.init.ones_(module.weight)
         elif isinstance(module, ARMTModel):
-            init.normal_(module.mem_tokens, std=0.02)
+            nn.init.normal_(module.mem_tokens, std=0.02)
+
+    # ---- files -------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> None:
+        """config.json and model.safetensors (fp32 as trained, whatever dtype the model runs in)."""
+        self.config.save_pretrained(folder)
+        weights = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(weights, Path(folder) / "model.safetensors", metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> ARMTModel:
+        """A model saved by save_pretrained, in eval mode; every weight must be there, and nothing else."""
+        model = cls(ARMTConfig.from_pretrained(folder))
+        model.load_state_dict(load_file(Path(folder) / "model.safetensors"))
+        return model.eval()
 
     def set_write_cap(self, on: bool) -> None:
         """Switch the write cap (AssociativeMemory._gain_cap) on or off; saved with the config."""
@@ -376,7 +387,3 @@ class ARMTModel(PreTrainedModel):
             a = s[len(q) :]
             out.append(a[: a.index(c.eos_token_id)] if c.eos_token_id in a else a)
         return out
-
-
-AutoConfig.register("armt", ARMTConfig)
-AutoModel.register(ARMTConfig, ARMTModel)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -323,3 +325,23 @@ def test_save_pretrained_round_trip_is_exact(tmp_path: Path) -> None:
         assert torch.equal(a[name], b[name]), name
     state = _some_state(model, 1, seed=6)
     assert torch.equal(state.A, _some_state(loaded, 1, seed=6).A)
+
+
+def test_unknown_config_key_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    d = tmp_path / "typo"
+    shutil.copytree(tiny_model, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["n_layer"] = 3  # a typo must not load as the default shape
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="cannot load model"):
+        load_checkpoint(d)
+
+
+def test_shipped_checkpoint_loads_without_transformers() -> None:
+    """Its config.json was written by transformers (keys we ignore); loading it must not import transformers,
+    whose import cost most of a `longqa ask` start-up (BENCHMARKS.md)."""
+    shipped = Path(__file__).resolve().parent.parent / "weights" / "longqa-armt-small"
+    code = ("import sys; from longqa.engine import load_checkpoint; "
+            f"m, _ = load_checkpoint({str(shipped)!r}); print(m.config.n_layers, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(ARMTModel.from_pretrained(shipped).config.n_layers), "False"]
