@@ -45,7 +45,7 @@ CompileOpt = Annotated[
     bool,
     typer.Option(
         "--compile",
-        help="GPU: compile the reading step with torch.compile, about 2x faster per token. Costs 7-30 s once "
+        help="GPU: compile the reading step with torch.compile, about 2x faster per token. Costs 7-32 s once "
         "per run (H100; see BENCHMARKS.md), so it pays for very long documents or many documents at once.",
     ),
 ]
