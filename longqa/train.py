@@ -296,7 +296,9 @@ def export(folder: Path, out: Path) -> None:
     save_checkpoint(load_model(folder), Tokenizer.from_file(str(folder / "tokenizer.json")), out)
 
 
-def load_training(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) -> int:
+def load_training(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) -> tuple[int, bool]:
+    """Restore optimizer moments, RNG and step; returns (step, whether moments were there). The optimizer
+    shards may be left behind on purpose: weights alone fit the device tool's 64 MiB carry, both do not."""
     meta = json.loads((folder / "trainer.json").read_text())
     moments = load_tensors_sharded(folder, "optimizer")
     for name, p in model.named_parameters():
@@ -307,7 +309,7 @@ def load_training(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) ->
                 "exp_avg_sq": moments[f"{name}.exp_avg_sq"].to(p.device, torch.float32),
             }
     torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
-    return int(meta["step"])
+    return int(meta["step"]), bool(moments)
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -333,12 +335,14 @@ def exact_by_task(exact: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
+def lr_at(cfg: TrainConfig, step: int, warm_from: int = 0) -> float:
+    """The stage's lr, warmed up over cfg.warmup steps from step `warm_from` (0; or the step a run resumed
+    at without its optimizer moments: fresh Adam moments at full lr make a first step as large as lr)."""
     stage, done = stage_position(cfg.stages, step)
     base = stage.lr
     if stage.lr_end is not None:  # linear decay across the stage
         base += (stage.lr_end - stage.lr) * done / stage.steps
-    return base * min(1.0, (step + 1) / cfg.warmup)
+    return base * min(1.0, (step - warm_from + 1) / cfg.warmup)
 
 
 def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
@@ -377,7 +381,10 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
         betas=(0.9, 0.95),
         fused=device.type == "cuda",
     )
-    step = load_training(out, model, opt) if resume else 0
+    step, had_moments = load_training(out, model, opt) if resume else (0, True)
+    warm_from = 0 if had_moments else step
+    if not had_moments and rank == 0:
+        log(f"resuming at step {step} without optimizer moments: lr warms up again over {cfg.warmup} steps")
     total = sum(s.steps for s in cfg.stages)
     loss_mod = LossModule(model)
     net = nn.parallel.DistributedDataParallel(loss_mod) if ddp else loss_mod
@@ -399,7 +406,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
             break
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr_at(cfg, step, warm_from)
         stage = stage_at(cfg.stages, step)
         if stage.write_cap is not None:
             model.set_write_cap(stage.write_cap)
@@ -425,7 +432,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
                 "loss": float(torch.stack([w["loss"] for w in window]).mean()),
                 **exact_by_task(torch.cat([w["exact"] for w in window]), torch.cat([w["task"] for w in window])),
                 "gnorm": float(torch.stack([w["gnorm"] for w in window]).mean()),
-                "lr": lr_at(cfg, step - 1),
+                "lr": lr_at(cfg, step - 1, warm_from),
                 "max_segments": stage_at(cfg.stages, step - 1).max_segments,
                 "skipped": skipped,
                 "gpus": world,

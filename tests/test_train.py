@@ -66,6 +66,24 @@ def test_train_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_resume_without_optimizer_moments_warms_up_again(tmp_path: Path) -> None:
+    # Weights alone fit the device tool's carry; a run resumed from them must not take full-lr Adam steps
+    # with empty moments.
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path / "run", [Stage(steps=2, max_segments=1, dense=1.0, lr=1e-3)])
+    train(cfg, max_minutes=5, log=lambda _: None)
+    run = Path(cfg.out)
+    for shard in run.glob("optimizer-*.safetensors"):
+        shard.unlink()
+    cfg.stages[0].steps = 4  # two more steps
+    lines: list[str] = []
+    assert train(cfg, max_minutes=5, log=lines.append) == 4
+    assert lines[0] == "resuming at step 2 without optimizer moments: lr warms up again over 2 steps"
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([5e-4, 1e-3, 5e-4, 1e-3])
+    assert list(run.glob("optimizer-*.safetensors"))  # saved again, so the next resume has them
+
+
 def test_a_run_can_start_from_a_model_directory(tmp_path: Path) -> None:
     torch.manual_seed(0)
     first = tiny_config(tmp_path / "first", [Stage(steps=2, max_segments=2, dense=1.0, lr=1e-3, write_cap=True)])
