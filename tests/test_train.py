@@ -43,6 +43,20 @@ def tiny_config(out: Path, stages: list[Stage]) -> TrainConfig:
     )
 
 
+CONFIGS = sorted(p for p in [*ROOT.glob("training/*.json"), *ROOT.glob("training/probes/*.json")] if p.name != "tokenizer.json")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "training")))
+def test_the_repository_training_configs_load(path: Path) -> None:
+    # A config that device_train.sh would only reject on the GPU machine costs device time: check here.
+    cfg = TrainConfig.from_json(path)
+    assert cfg.stages and all(s.steps > 0 and s.max_segments >= 1 for s in cfg.stages)
+    if cfg.init:
+        assert (ROOT / cfg.init / "config.json").is_file()
+    else:
+        ARMTConfig(vocab_size=4096, **cfg.model)
+
+
 def test_train_checkpoints_and_resumes(tmp_path: Path) -> None:
     torch.manual_seed(0)
     stages = [Stage(steps=2, max_segments=1, dense=1.0, lr=1e-3), Stage(steps=2, max_segments=3, dense=0.5, carry=1.0, write_cap=True)]

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Short from-scratch probes side by side on a lent multi-GPU machine (device tool): config i trains alone on
+# GPU i for MINUTES, then is evaluated at EVAL_LENGTHS on held-out noise. Logs and evals come back in
+# $OUT/probes.tar (one file: the device returns at most 8; no weights: probes answer a question, they are
+# not kept). Usage: training/device_probes.sh MINUTES EVAL_LENGTHS CONFIG...
+set -euo pipefail
+minutes=$1 lengths=$2
+shift 2
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+logs=$(mktemp -d)
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1
+i=0
+for config in "$@"; do
+  name=$(basename "$config" .json)
+  run=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
+  (
+    export CUDA_VISIBLE_DEVICES=$i
+    python3 -m longqa train "$config" --max-minutes "$minutes"
+    python3 -m longqa export "$run" "/tmp/export-$name"
+    python3 -m longqa eval -m "/tmp/export-$name" --lengths "$lengths" -n 200 --batch 200 \
+      --noise .data/carry/noise/fortunes.txt.xz --noise .data/carry/noise/perldoc.txt.xz --json "$logs/$name-eval.json"
+    cp "$run/log.jsonl" "$logs/$name.jsonl"
+  ) >"$logs/$name.log" 2>&1 &
+  i=$((i + 1))
+done
+wait
+tail -n 12 "$logs"/*.log
+tar -C "$logs" -cf "$OUT/probes.tar" .
