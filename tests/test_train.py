@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -182,3 +184,13 @@ def _vote(rank: int, store: str, out: str) -> None:
 def test_any_rank_shares_one_ranks_stop_with_all(tmp_path: Path) -> None:
     mp.spawn(_vote, args=(str(tmp_path / "store"), str(tmp_path / "votes")), nprocs=2)
     assert [json.loads((tmp_path / f"votes.{r}").read_text()) for r in (0, 1)] == [[True, False]] * 2
+
+
+def test_inline_vs_memory_script_runs(tmp_path: Path) -> None:
+    # training/inline_vs_memory.py backs a table in the model card; it uses the trainer's encoding.
+    out = tmp_path / "t.json"
+    subprocess.run([sys.executable, str(ROOT / "training" / "inline_vs_memory.py"), "-n", "2", "--json", str(out)],
+                   check=True, cwd=ROOT, capture_output=True)
+    table = json.loads(out.read_text())["tasks"]
+    assert tuple(sorted(table)) == babi.TASKS
+    assert all(0 <= row[k] <= 100 for row in table.values() for k in ("inline", "from_memory"))
