@@ -189,6 +189,27 @@ def collect_questions(args: list[str] | None, questions_file: str | None, source
     return [q.strip() for q in questions]
 
 
+def warn_unknown_forms(questions: list[str]) -> None:
+    """A question of a form the model never trained on still gets an answer, but a guess: say so, in one
+    stderr line however many there are. A question that names a file is most likely a second SOURCE
+    given by mistake: say that too."""
+    from .babi import question_task
+    from .text import normalize
+
+    unknown = [q for q in dict.fromkeys(questions) if question_task(normalize(q)) is None]
+    if not unknown:
+        return
+    forms = "question forms the model was trained on (README: What it does)"
+    if len(unknown) == 1:
+        message = f"{unknown[0]!r} is not one of the {forms}, so its answer is a guess"
+    else:
+        message = f"{len(unknown)} questions are not {forms}, so their answers are guesses; the first: {unknown[0]!r}"
+    files = [q for q in unknown if os.path.exists(q)]
+    if files:
+        message += f"; {files[0]!r} names a file, but ask reads one SOURCE (a directory reads all its files)"
+    warn(message)
+
+
 def total_size(docs) -> int | None:
     sizes = [d.size for d in docs]
     return None if None in sizes else sum(sizes)
@@ -256,8 +277,11 @@ def ask(
         from .distributed import join
 
         rank, world = join(device)  # under torchrun, each rank reads a share of the files
+        if rank == 0:
+            warn_unknown_forms(qs)
         return ask_each(make_engine(model, device, compile), source, qs, as_json, quiet, rank, world)
     one_process("ask")
+    warn_unknown_forms(qs)
     engine = make_engine(model, device, compile)
     start = time.perf_counter()
     if source != "-" and state.is_state_file(source):

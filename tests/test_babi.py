@@ -299,3 +299,19 @@ def test_labels() -> None:
 )
 def test_score(task: str, question: str, answer: str, expected: str, ok: bool) -> None:
     assert babi.score(task, question, answer, expected) is ok
+
+
+@pytest.mark.parametrize("task", babi.TASKS)
+def test_every_generated_question_has_its_tasks_form(task: str) -> None:
+    rng = random.Random(4)
+    questions = [babi.generate(task, rng).question for _ in range(300)]
+    if task != "qa4":  # QA4 has no dense stream
+        questions += [q for q, _ in (i for i in babi.dense_stream(task, rng, 200) if isinstance(i, tuple))]
+    assert {babi.question_task(q) for q in questions} == {task}
+
+
+def test_other_questions_have_no_task() -> None:
+    assert babi.question_task("Where is Elizabeth?") == "qa1"  # any name: the form is what was trained
+    for q in ("What is the capital of France?", "Where is Mary", "where is mary?", "notes.txt", "Where is Mary 3?",
+              "What is up of the kitchen?", "Who gave the milk to fred?"):
+        assert babi.question_task(q) is None, q

@@ -139,6 +139,20 @@ def test_questions_file_and_stdin(run, corpus: Path, tmp_path: Path, monkeypatch
     assert rc == 0 and out == expected
 
 
+def test_questions_of_untrained_forms_get_one_warning_line(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(corpus)
+    rc, out, err = run("ask", "a.txt", *QS, "-q")
+    assert rc == 0 and err == ""  # the bAbI forms: no warning
+    rc, out, err = run("ask", "a.txt", "Who is Mary?", QS[0], "-q")
+    assert rc == 0 and len(out) == 2  # answered all the same, a guess
+    assert err.splitlines() == ["longqa: warning: 'Who is Mary?' is not one of the question forms "
+                                "the model was trained on (README: What it does), so its answer is a guess"]
+    # A second SOURCE given by mistake is taken as a question; the warning says so.
+    rc, out, err = run("ask", "a.txt", "b.txt", *[f"Where is Mary {i}?" for i in range(50)], "-q")
+    assert rc == 0 and len(out) == 51 and len(err.splitlines()) == 1
+    assert err.startswith("longqa: warning: 51 questions are not question forms") and "'b.txt' names a file" in err
+
+
 def test_stdout_holds_only_answers(run, corpus: Path) -> None:
     rc, out, err = run("ask", corpus / "a.txt", *QS)
     assert rc == 0 and len(out) == len(QS)
