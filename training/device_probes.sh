@@ -15,11 +15,11 @@ for config in "$@"; do
   run=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
   (
     export CUDA_VISIBLE_DEVICES=$i
+    trap 'cp "$run/log.jsonl" "$logs/$name.jsonl" 2>/dev/null || true' EXIT  # a diverged probe's log too
     python3 -m longqa train "$config" --max-minutes "$minutes"
     python3 -m longqa export "$run" "/tmp/export-$name"
     python3 -m longqa eval -m "/tmp/export-$name" --lengths "$lengths" -n 200 --batch 200 \
       --noise .data/carry/noise/fortunes.txt.xz --noise .data/carry/noise/perldoc.txt.xz --json "$logs/$name-eval.json"
-    cp "$run/log.jsonl" "$logs/$name.jsonl"
   ) >"$logs/$name.log" 2>&1 &
   i=$((i + 1))
 done
