@@ -94,7 +94,7 @@ class ExampleMaker:
         self.tok, self.bank, self.S, self.noise_share = tok, bank, segment_len, noise_share
         self.gen, self.eos = tok.token_to_id(GEN), tok.token_to_id(EOS)
 
-    def _qa(self, question: str, answer: str) -> tuple[list[int], list[int]]:
+    def qa(self, question: str, answer: str) -> tuple[list[int], list[int]]:
         """question GEN answer EOS, with labels on answer and EOS (predicted from GEN onwards)."""
         q, a = encode_sentences(self.tok, [question, answer])
         ids = q + [self.gen] + a + [self.eos]
@@ -114,7 +114,7 @@ class ExampleMaker:
                 ids += noise
                 labels += [IGNORE] * len(noise)
             if isinstance(item, tuple):
-                qa_ids, qa_labels = self._qa(*item)
+                qa_ids, qa_labels = self.qa(*item)
                 ids += qa_ids
                 labels += qa_labels
             else:
@@ -134,7 +134,7 @@ class ExampleMaker:
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         make = self.dense if rng.random() < stage.dense else self.single
         ids, labels, (question, answer) = make(rng, task, n_tokens)
-        q_ids, q_labels = self._qa(question, answer)
+        q_ids, q_labels = self.qa(question, answer)
         return {"ids": ids, "labels": labels, "q_ids": q_ids, "q_labels": q_labels, "task": task}
 
 
@@ -229,11 +229,14 @@ class LossModule(nn.Module):
         logits = m.logits(h[sel]).float()
         loss = loss + F.cross_entropy(logits, b["q_labels"][sel], reduction="sum")
         count += int(sel.sum())
-        # Exact match of the final answer per row: every supervised token right.
-        right = torch.zeros_like(b["q_labels"], dtype=torch.bool)
-        right[sel] = logits.argmax(-1) == b["q_labels"][sel]
-        exact = (right | ~sel).all(1)
-        return loss / count, exact, b["task"], carried
+        return loss / count, rows_exact(logits.argmax(-1) == b["q_labels"][sel], sel), b["task"], carried
+
+
+def rows_exact(hits: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Exact match per row: every supervised position (sel, B x T) right; hits holds sel's positions in order."""
+    right = torch.ones_like(sel)
+    right[sel] = hits
+    return right.all(1)
 
 
 # ---- checkpoints (safetensors only; every file <= 16 MiB so it can come back from the GPU box) ----

@@ -28,6 +28,7 @@ from longqa.train import (
     export,
     load_model,
     lr_at,
+    rows_exact,
     start_state,
     train,
 )
@@ -194,3 +195,9 @@ def test_inline_vs_memory_script_runs(tmp_path: Path) -> None:
     table = json.loads(out.read_text())["tasks"]
     assert tuple(sorted(table)) == babi.TASKS
     assert all(0 <= row[k] <= 100 for row in table.values() for k in ("inline", "from_memory"))
+
+
+def test_rows_exact_needs_every_supervised_token_right() -> None:
+    sel = torch.tensor([[False, True, True], [True, True, False], [False, False, True]])
+    hits = torch.tensor([True, True, True, False, True])  # row 1 misses its first answer token
+    assert rows_exact(hits, sel).tolist() == [True, False, True]

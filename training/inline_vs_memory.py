@@ -20,14 +20,12 @@ import torch
 from longqa import babi
 from longqa.engine import load_checkpoint
 from longqa.text import encode_sentences
-from longqa.train import IGNORE, ExampleMaker, collate
+from longqa.train import IGNORE, ExampleMaker, collate, rows_exact
 
 
 def exact(model, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     sel = labels != IGNORE
-    right = torch.ones_like(sel)
-    right[sel] = model.logits(h[sel]).argmax(-1) == labels[sel]
-    return right.all(1)
+    return rows_exact(model.logits(h[sel]).argmax(-1) == labels[sel], sel)
 
 
 def main() -> None:
@@ -39,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     model, tok = load_checkpoint(args.model)
     S = model.config.segment_len
-    qa = ExampleMaker(tok, None, S, 0.0)._qa  # the trainer's question GEN answer EOS encoding
+    qa = ExampleMaker(tok, None, S, 0.0).qa  # the trainer's question GEN answer EOS encoding
     out = {"model": args.model, "n": args.n, "seed": args.seed, "tasks": {}}
     for task in babi.TASKS:
         rng = random.Random(args.seed)
