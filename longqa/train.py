@@ -46,7 +46,7 @@ class Stage:
     dense: float  # share of examples that are dense streams
     lr: float = 3e-4
     lr_end: float | None = None  # decay linearly from lr to lr_end over the stage; None: constant
-    batch: int | None = None  # per GPU; None: TrainConfig.batch
+    batch: int | None = None  # examples per step, over all GPUs; None: TrainConfig.batch
     task_weights: list[float] | None = None  # sampling weight per babi.TASKS entry; None: uniform
     # Chance that a batch row starts from the memory its row ended the previous step with (detached)
     # instead of an empty one. Rows then see memories hundreds of segments old at no extra cost: a
@@ -65,7 +65,7 @@ class TrainConfig:
     # moments and the step at 0; its config is kept, so `model` must then be empty.
     init: str | None = None
     stages: list[Stage] = field(default_factory=list)
-    batch: int = 64  # per GPU
+    batch: int = 64  # examples per step, over all GPUs (see rank_batch)
     warmup: int = 500
     weight_decay: float = 0.01
     clip: float = 1.0
@@ -163,8 +163,8 @@ class Batches(torch.utils.data.IterableDataset):
     """Endless batches for the curriculum from `start` on. The noise bank is built once here, before the
     DataLoader forks its workers, which then share it; each worker draws its own examples."""
 
-    def __init__(self, cfg: TrainConfig, segment_len: int, pad: int, rank: int, start: int) -> None:
-        self.cfg, self.S, self.pad, self.rank, self.start = cfg, segment_len, pad, rank, start
+    def __init__(self, cfg: TrainConfig, segment_len: int, pad: int, rank: int, world: int, start: int) -> None:
+        self.cfg, self.S, self.pad, self.rank, self.world, self.start = cfg, segment_len, pad, rank, world, start
         tok = Tokenizer.from_file(cfg.tokenizer)
         self.maker = ExampleMaker(tok, NoiseBank(cfg.noise, tok), segment_len, cfg.noise_share)
 
@@ -177,9 +177,18 @@ class Batches(torch.utils.data.IterableDataset):
             stage = stage_at(self.cfg.stages, step)
             # Every rank draws the same segment count for a step: DDP waits for the slowest rank.
             n_seg = random.Random(hash((self.cfg.seed, step))).randint(1, stage.max_segments)
-            size = stage.batch or self.cfg.batch
+            size = rank_batch(self.cfg, stage, self.world)
             yield collate([self.maker.example(rng, stage, n_seg) for _ in range(size)], self.S, self.pad)
             step += nw
+
+
+def rank_batch(cfg: TrainConfig, stage: Stage, world: int) -> int:
+    """Examples each of `world` GPUs draws for a step of `stage`. A config's batch counts the whole step, so
+    a recipe means the same on any machine: when it counted per GPU, armt-v2 went on 4x smaller on one GPU."""
+    batch = stage.batch or cfg.batch
+    if batch % world:
+        raise InputError(f"a batch of {batch} does not split over {world} GPUs: make it a multiple of {world}")
+    return batch // world
 
 
 def stage_position(stages: list[Stage], step: int) -> tuple[Stage, int]:
@@ -353,6 +362,8 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     t0 = time.time()
     rank, world = join()
     ddp = world > 1
+    for stage in cfg.stages:  # refuse a batch that does not split before any work is done
+        rank_batch(cfg, stage, world)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -392,7 +403,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     loss_mod = LossModule(model)
     net = nn.parallel.DistributedDataParallel(loss_mod) if ddp else loss_mod
     data = torch.utils.data.DataLoader(
-        Batches(cfg, model.config.segment_len, model.config.pad_token_id, rank, step),
+        Batches(cfg, model.config.segment_len, model.config.pad_token_id, rank, world, step),
         batch_size=None,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
@@ -436,7 +447,8 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
                 **exact_by_task(torch.cat([w["exact"] for w in window]), torch.cat([w["task"] for w in window])),
                 "gnorm": float(torch.stack([w["gnorm"] for w in window]).mean()),
                 "lr": lr_at(cfg, step - 1, warm_from),
-                "max_segments": stage_at(cfg.stages, step - 1).max_segments,
+                "max_segments": stage.max_segments,
+                "batch": stage.batch or cfg.batch,
                 "skipped": skipped,
                 "gpus": world,
                 "sec_per_step": (now - last) / len(window),

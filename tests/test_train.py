@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from conftest import torchrun
 from longqa import babi
 from longqa.distributed import any_rank
+from longqa.errors import InputError
 from longqa.haystack import NoiseBank
 from longqa.model import ARMTConfig, ARMTModel, MemoryState
 from longqa.train import (
@@ -28,6 +29,7 @@ from longqa.train import (
     export,
     load_model,
     lr_at,
+    rank_batch,
     rows_exact,
     start_state,
     train,
@@ -54,6 +56,7 @@ def test_the_repository_training_configs_load(path: Path) -> None:
     # A config that device_train.sh would only reject on the GPU machine costs device time: check here.
     cfg = TrainConfig.from_json(path)
     assert cfg.stages and all(s.steps > 0 and s.max_segments >= 1 for s in cfg.stages)
+    assert all(rank_batch(cfg, s, 4) for s in cfg.stages)  # runs unchanged on 1, 2 or 4 GPUs
     if cfg.init:
         assert (ROOT / cfg.init / "config.json").is_file()
     else:
@@ -128,6 +131,14 @@ def test_lr_warms_up_then_decays_linearly_within_a_stage(tmp_path: Path) -> None
     assert lr_at(cfg, 10) == pytest.approx(1e-3)
     assert lr_at(cfg, 15) == pytest.approx(1e-3 - 0.5 * 9e-4)
     assert lr_at(cfg, 10_000) == pytest.approx(1e-4)  # past the end: the last stage's final rate
+
+
+def test_a_steps_batch_is_split_over_the_gpus() -> None:
+    cfg = tiny_config(Path("unused"), [Stage(steps=1, max_segments=1, dense=1.0), Stage(steps=1, max_segments=1, dense=1.0, batch=6)])
+    assert [rank_batch(cfg, s, 1) for s in cfg.stages] == [4, 6]
+    assert [rank_batch(cfg, s, 2) for s in cfg.stages] == [2, 3]
+    with pytest.raises(InputError, match="does not split over 4 GPUs"):
+        rank_batch(cfg, cfg.stages[1], 4)
 
 
 def test_start_state_carries_rows_only_when_asked() -> None:
