@@ -208,6 +208,17 @@ def test_inline_vs_memory_script_runs(tmp_path: Path) -> None:
     assert all(0 <= row[k] <= 100 for row in table.values() for k in ("inline", "from_memory"))
 
 
+def test_train_step_benchmark_runs(tmp_path: Path) -> None:
+    # benchmarks/train_step.py picks the batches of the next recipe on the GPU: it must not fail there.
+    config, out = tmp_path / "cfg.json", tmp_path / "t.json"
+    config.write_text(json.dumps(asdict(tiny_config(tmp_path / "unused", [Stage(steps=1, max_segments=1, dense=1.0)]))))
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), str(config), "--segments", "1,2",
+                    "--batches", "2", "--steps", "4", "--json", str(out)], check=True, cwd=ROOT, capture_output=True)
+    cells = json.loads(out.read_text())["cells"]
+    assert [(c["max_segments"], c["batch"]) for c in cells] == [(1, 2), (2, 2)]
+    assert all(c["sec_per_step"] > 0 for c in cells)
+
+
 def test_rows_exact_needs_every_supervised_token_right() -> None:
     sel = torch.tensor([[False, True, True], [True, True, False], [False, False, True]])
     hits = torch.tensor([True, True, True, False, True])  # row 1 misses its first answer token
