@@ -72,6 +72,7 @@ class TrainConfig:
     noise_share: float = 0.25  # chance of a noise sentence before each dense item
     seed: int = 0
     workers: int = 6
+    compile: bool = False  # torch.compile each context segment's step (see LossModule)
     log_every: int = 25
     save_every: int = 500
 
@@ -208,9 +209,18 @@ def stage_at(stages: list[Stage], step: int) -> Stage:
 class LossModule(nn.Module):
     """Full BPTT through every segment of the batch; DDP wraps this so all parameters sync."""
 
-    def __init__(self, model: ARMTModel) -> None:
+    def __init__(self, model: ARMTModel, compile: bool = False) -> None:
         super().__init__()
         self.model = model
+        # A training step at this size is mostly kernel launches; compiled, a segment's forward and backward
+        # fuse their element-wise work. Shapes are static within a stage; the question segment stays eager.
+        self.segment = torch.compile(self._segment, dynamic=False) if compile else self._segment
+
+    def _segment(
+        self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, state = self.model.read_segment(ids, MemoryState(A, z), lengths)
+        return h, state.A, state.z
 
     def forward(
         self, b: dict[str, torch.Tensor], A0: torch.Tensor, z0: torch.Tensor
@@ -226,7 +236,8 @@ class LossModule(nn.Module):
         for s in range(T // S):
             lengths = (b["lengths"] - s * S).clamp(0, S)
             full = bool((lengths == S).all())
-            h, state = m.read_segment(b["ids"][:, s * S : (s + 1) * S], state, None if full else lengths)
+            h, A, z = self.segment(b["ids"][:, s * S : (s + 1) * S], state.A, state.z, None if full else lengths)
+            state = MemoryState(A, z)
             labels = b["labels"][:, s * S : (s + 1) * S]
             sel = labels != IGNORE
             if sel.any():
@@ -400,7 +411,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     if not had_moments and rank == 0:
         log(f"resuming at step {step} without optimizer moments: lr warms up again over {cfg.warmup} steps")
     total = sum(s.steps for s in cfg.stages)
-    loss_mod = LossModule(model)
+    loss_mod = LossModule(model, cfg.compile)
     net = nn.parallel.DistributedDataParallel(loss_mod) if ddp else loss_mod
     data = torch.utils.data.DataLoader(
         Batches(cfg, model.config.segment_len, model.config.pad_token_id, rank, world, step),

@@ -21,8 +21,11 @@ from longqa.distributed import any_rank
 from longqa.errors import InputError
 from longqa.haystack import NoiseBank
 from longqa.model import ARMTConfig, ARMTModel, MemoryState
+from longqa.text import EOS, GEN
 from longqa.train import (
+    Batches,
     ExampleMaker,
+    LossModule,
     Stage,
     TrainConfig,
     exact_by_task,
@@ -141,6 +144,31 @@ def test_a_steps_batch_is_split_over_the_gpus() -> None:
         rank_batch(cfg, cfg.stages[1], 4)
 
 
+def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Path) -> None:
+    # TrainConfig.compile must change the speed of training, not what it learns.
+    cfg = tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=0.5)])
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    torch.manual_seed(0)
+    model = ARMTModel(ARMTConfig(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id("[PAD]"),
+                                 gen_token_id=tok.token_to_id(GEN), eos_token_id=tok.token_to_id(EOS), **TINY))
+    batches = iter(Batches(cfg, model.config.segment_len, model.config.pad_token_id, 0, 1, 0))
+    b = next(x for x in batches if x["ids"].shape[1] >= 2 * model.config.segment_len)  # a full and a ragged one
+    results = []
+    torch._dynamo.utils.counters.clear()
+    for compile in (False, True):
+        model.zero_grad(set_to_none=True)
+        state = model.new_state(b["ids"].shape[0], torch.device("cpu"))
+        loss = LossModule(model, compile)(b, state.A, state.z)[0]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # it did compile: full and ragged segments
+    (eager_loss, eager_grads), (loss, grads) = results
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == eager_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], eager_grads[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
 def test_start_state_carries_rows_only_when_asked() -> None:
     model = ARMTModel(ARMTConfig(vocab_size=64, **TINY))
     carried = MemoryState(torch.rand(3, 2, model.config.d_key, 32) + 1, torch.rand(3, 2, model.config.d_key) + 1)
@@ -212,10 +240,10 @@ def test_train_step_benchmark_runs(tmp_path: Path) -> None:
     # benchmarks/train_step.py picks the batches of the next recipe on the GPU: it must not fail there.
     config, out = tmp_path / "cfg.json", tmp_path / "t.json"
     config.write_text(json.dumps(asdict(tiny_config(tmp_path / "unused", [Stage(steps=1, max_segments=1, dense=1.0)]))))
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), str(config), "--segments", "1,2",
-                    "--batches", "2", "--steps", "4", "--json", str(out)], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), str(config), "--segments", "1",
+                    "--batches", "2", "--steps", "4", "--compile", "--json", str(out)], check=True, cwd=ROOT, capture_output=True)
     cells = json.loads(out.read_text())["cells"]
-    assert [(c["max_segments"], c["batch"]) for c in cells] == [(1, 2), (2, 2)]
+    assert [(c["max_segments"], c["batch"], c["compiled"]) for c in cells] == [(1, 2, False), (1, 2, True)]
     assert all(c["sec_per_step"] > 0 for c in cells)
 
 
