@@ -2,17 +2,18 @@
 
 At this model's size a training step is mostly kernel launches: armt-v2 took 0.097 s per 1-segment step
 at 32 examples on an H100, the dmem128 probe 0.117 s at 128 on an H200. So the batch a recipe can afford
-is set by where the step time starts to grow, which this measures. Each cell trains a fresh model of the
+is set by where the step time starts to grow, or GPU memory runs out, which this measures. Each cell trains a fresh model of the
 config's shape for --steps steps (one stage: that segment count at most, that batch) in a scratch folder,
 and reads the step time of the second half of the log, after the data loader has warmed up (and, with
 --compile, after the segment step has compiled: TrainConfig.compile, measured beside the eager step).
 
-    PYTHONPATH=. python3 benchmarks/train_step.py training/armt-v2.json --segments 1,16 --batches 32,128,512 --compile
+    PYTHONPATH=. python3 benchmarks/train_step.py training/armt-v2.json --segments 1,16 --batches 32,128 --compile
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 from dataclasses import replace
@@ -23,12 +24,31 @@ import torch
 from longqa.train import Stage, TrainConfig, train
 
 
-def step_seconds(cfg: TrainConfig, max_segments: int, batch: int, compile: bool, steps: int, folder: Path) -> float:
+def measure(cfg: TrainConfig, max_segments: int, batch: int, compile: bool, steps: int, minutes: float) -> dict:
+    """One cell: seconds per step over the second half of its steps (None if it ran out of time or GPU
+    memory first), and the peak GPU memory, which sets the largest batch a stage can use."""
     stage = Stage(steps=steps, max_segments=max_segments, dense=0.5, lr=1e-4, batch=batch, write_cap=True)
-    run = replace(cfg, out=str(folder), stages=[stage], compile=compile, log_every=steps // 2, save_every=10 * steps)
-    train(run, max_minutes=60, log=lambda line: None)
-    rows = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    return rows[-1]["sec_per_step"]
+    cell: dict = {"max_segments": max_segments, "batch": batch, "compiled": compile, "sec_per_step": None}
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = replace(cfg, out=tmp, stages=[stage], compile=compile, log_every=steps // 2, save_every=10 * steps)
+        try:
+            train(run, max_minutes=minutes, log=lambda line: None)
+        except torch.OutOfMemoryError:
+            cell["error"] = "out of GPU memory"
+        gc.collect()  # the failed run's tensors go with its frames, before the next cell allocates
+        log = Path(tmp) / "log.jsonl"
+        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    if cuda:
+        cell["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.empty_cache()
+    if "error" not in cell and len(rows) >= 2:
+        cell["sec_per_step"] = rows[1]["sec_per_step"]
+    elif "error" not in cell:
+        cell["error"] = f"not {steps} steps in {minutes} minutes"
+    return cell
 
 
 def main() -> None:
@@ -37,6 +57,7 @@ def main() -> None:
     ap.add_argument("--segments", default="1,16", help="max segments of the stage, comma-separated")
     ap.add_argument("--batches", default="32,128,512", help="examples per step, comma-separated")
     ap.add_argument("--steps", type=int, default=40, help="steps per cell; the second half is timed")
+    ap.add_argument("--minutes", type=float, default=3.0, help="a cell still running after this is cut")
     ap.add_argument("--compile", action="store_true", help="also time each cell with the segment step compiled")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -47,15 +68,17 @@ def main() -> None:
         raise SystemExit("give a config with its own 'model' shape, not one that starts from 'init'")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"{device}; model {cfg.model}")
-    print("| max segments | batch | compiled | s per step | examples per s |\n|---|---|---|---|---|")
+    print("| max segments | batch | compiled | s per step | examples per s | peak GPU GiB |\n|---|---|---|---|---|---|")
     cells = []
     for segments in map(int, args.segments.split(",")):
         for batch in map(int, args.batches.split(",")):
             for compile in (False, True) if args.compile else (False,):
-                with tempfile.TemporaryDirectory() as tmp:
-                    sec = step_seconds(cfg, segments, batch, compile, args.steps, Path(tmp))
-                cells.append({"max_segments": segments, "batch": batch, "compiled": compile, "sec_per_step": sec})
-                print(f"| {segments} | {batch} | {'yes' if compile else 'no'} | {sec:.3f} | {batch / sec:,.0f} |", flush=True)
+                cell = measure(cfg, segments, batch, compile, args.steps, args.minutes)
+                cells.append(cell)
+                sec = cell["sec_per_step"]
+                rate = f"{sec:.3f} | {batch / sec:,.0f}" if sec else f"{cell['error']} | –"
+                peak = f"{cell['peak_gib']:.1f}" if "peak_gib" in cell else "–"
+                print(f"| {segments} | {batch} | {'yes' if compile else 'no'} | {rate} | {peak} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "config": args.config, "cells": cells}, indent=1))
 
