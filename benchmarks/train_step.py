@@ -2,10 +2,11 @@
 
 At this model's size a training step is mostly kernel launches: armt-v2 took 0.097 s per 1-segment step
 at 32 examples on an H100, the dmem128 probe 0.117 s at 128 on an H200. So the batch a recipe can afford
-is set by where the step time starts to grow, or GPU memory runs out, which this measures. Each cell trains a fresh model of the
-config's shape for --steps steps (one stage: that segment count at most, that batch) in a scratch folder,
-and reads the step time of the second half of the log, after the data loader has warmed up (and, with
---compile, after the segment step has compiled: TrainConfig.compile, measured beside the eager step).
+is set by where the step time starts to grow, or GPU memory runs out, which this measures. Each cell
+trains a fresh model of the config's shape for --steps steps (one stage: that segment count at most, that
+batch) in a scratch folder, and reads the step time of the second half of the log, after the data loader
+has warmed up (and, with --compile, after the segment step has compiled: TrainConfig.compile, measured
+beside the eager step).
 
     PYTHONPATH=. python3 benchmarks/train_step.py training/armt-v2.json --segments 1,16 --batches 32,128 --compile
 """
