@@ -188,7 +188,7 @@ def rank_batch(cfg: TrainConfig, stage: Stage, world: int) -> int:
     a recipe means the same on any machine: when it counted per GPU, armt-v2 went on 4x smaller on one GPU."""
     batch = stage.batch or cfg.batch
     if batch % world:
-        raise InputError(f"a batch of {batch} does not split over {world} GPUs: make it a multiple of {world}")
+        raise InputError(f"a batch of {batch} does not split over {world} GPUs (torchrun processes): make it a multiple of {world}")
     return batch // world
 
 
