@@ -12,6 +12,7 @@ A run resumes from its checkpoint folder (weights, optimizer, step, RNG) and sto
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -160,6 +161,12 @@ def collate(examples: list[dict], segment_len: int, pad: int) -> dict[str, torch
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def noise_bank(files: tuple[str, ...], tokenizer: str) -> NoiseBank:
+    """Built once per process: it takes seconds, and benchmarks/train_step.py trains many short runs in one."""
+    return NoiseBank(files, Tokenizer.from_file(tokenizer))
+
+
 class Batches(torch.utils.data.IterableDataset):
     """Endless batches for the curriculum from `start` on. The noise bank is built once here, before the
     DataLoader forks its workers, which then share it; each worker draws its own examples."""
@@ -167,7 +174,7 @@ class Batches(torch.utils.data.IterableDataset):
     def __init__(self, cfg: TrainConfig, segment_len: int, pad: int, rank: int, world: int, start: int) -> None:
         self.cfg, self.S, self.pad, self.rank, self.world, self.start = cfg, segment_len, pad, rank, world, start
         tok = Tokenizer.from_file(cfg.tokenizer)
-        self.maker = ExampleMaker(tok, NoiseBank(cfg.noise, tok), segment_len, cfg.noise_share)
+        self.maker = ExampleMaker(tok, noise_bank(tuple(cfg.noise), cfg.tokenizer), segment_len, cfg.noise_share)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
