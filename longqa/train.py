@@ -66,7 +66,7 @@ class TrainConfig:
     # moments and the step at 0; its config is kept, so `model` must then be empty.
     init: str | None = None
     stages: list[Stage] = field(default_factory=list)
-    batch: int = 64  # examples per step, over all GPUs (see rank_batch)
+    batch: int = 64  # examples per step, over all GPUs, unless a stage sets its own (step_batch, rank_batch)
     warmup: int = 500
     weight_decay: float = 0.01
     clip: float = 1.0
@@ -82,6 +82,10 @@ class TrainConfig:
         raw = json.loads(Path(path).read_text())
         raw["stages"] = [Stage(**s) for s in raw.get("stages", [])]
         return cls(**raw)
+
+    def step_batch(self, stage: Stage) -> int:
+        """Examples in one step of `stage`, over all GPUs."""
+        return stage.batch or self.batch
 
     def __post_init__(self) -> None:
         if self.init and self.model:
@@ -193,7 +197,7 @@ class Batches(torch.utils.data.IterableDataset):
 def rank_batch(cfg: TrainConfig, stage: Stage, world: int) -> int:
     """Examples each of `world` GPUs draws for a step of `stage`. A config's batch counts the whole step, so
     a recipe means the same on any machine: when it counted per GPU, armt-v2 went on 4x smaller on one GPU."""
-    batch = stage.batch or cfg.batch
+    batch = cfg.step_batch(stage)
     if batch % world:
         raise InputError(f"a batch of {batch} does not split over {world} GPUs (torchrun processes): make it a multiple of {world}")
     return batch // world
@@ -466,7 +470,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
                 "gnorm": float(torch.stack([w["gnorm"] for w in window]).mean()),
                 "lr": lr_at(cfg, step - 1, warm_from),
                 "max_segments": stage.max_segments,
-                "batch": stage.batch or cfg.batch,
+                "batch": cfg.step_batch(stage),
                 "skipped": skipped,
                 "gpus": world,
                 "sec_per_step": (now - last) / len(window),
