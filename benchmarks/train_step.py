@@ -30,6 +30,7 @@ def measure(cfg: TrainConfig, max_segments: int, batch: int, compile: bool, step
     memory first), and the peak GPU memory, which sets the largest batch a stage can use."""
     stage = Stage(steps=steps, max_segments=max_segments, dense=0.5, lr=1e-4, batch=batch, write_cap=True)
     cell: dict = {"max_segments": max_segments, "batch": batch, "compiled": compile, "sec_per_step": None}
+    torch._dynamo.reset()  # each cell compiles its own model; the cells before must not use up the recompile limit
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -226,6 +226,10 @@ class LossModule(nn.Module):
         # A training step at this size is mostly kernel launches; compiled, a segment's forward and backward
         # fuse their element-wise work. Shapes are static within a stage; the question segment stays eager.
         self.segment = torch.compile(self._segment, dynamic=False) if compile else self._segment
+        if compile:
+            # Four graphs per batch size (first segment or not, full or ragged), and one process may cross
+            # several stages' batch sizes: past dynamo's default of 8 the rest would silently run eager.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
 
     def _segment(
         self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None
@@ -247,7 +251,9 @@ class LossModule(nn.Module):
         for s in range(T // S):
             lengths = (b["lengths"] - s * S).clamp(0, S)
             full = bool((lengths == S).all())
-            h, A, z = self.segment(b["ids"][:, s * S : (s + 1) * S], state.A, state.z, None if full else lengths)
+            # contiguous: a slice's row stride is the batch's length, and compiled code guards on strides
+            ids = b["ids"][:, s * S : (s + 1) * S].contiguous()
+            h, A, z = self.segment(ids, state.A, state.z, None if full else lengths)
             state = MemoryState(A, z)
             labels = b["labels"][:, s * S : (s + 1) * S]
             sel = labels != IGNORE

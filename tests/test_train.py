@@ -155,10 +155,11 @@ def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Pa
     b = next(x for x in batches if x["ids"].shape[1] >= 2 * model.config.segment_len)  # a full and a ragged one
     results = []
     torch._dynamo.utils.counters.clear()
-    for compile in (False, True):
+    compiled = LossModule(model, True)
+    for loss_mod in (LossModule(model, False), compiled):
         model.zero_grad(set_to_none=True)
         state = model.new_state(b["ids"].shape[0], torch.device("cpu"))
-        loss = LossModule(model, compile)(b, state.A, state.z)[0]
+        loss = loss_mod(b, state.A, state.z)[0]
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # it did compile: full and ragged segments
@@ -167,6 +168,13 @@ def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Pa
     assert grads.keys() == eager_grads.keys()
     for name in grads:
         torch.testing.assert_close(grads[name], eager_grads[name], rtol=1e-3, atol=1e-5, msg=name)
+    # Batches of other lengths reuse the graphs: at most four (first segment or not, full or ragged). Once
+    # a stride guard compiled anew for every length, and past dynamo's limit training ran eager unnoticed.
+    others = (x for x in batches if x["ids"].shape[1] not in (b["ids"].shape[1], model.config.segment_len))
+    for other in [next(others), next(others)]:
+        state = model.new_state(other["ids"].shape[0], torch.device("cpu"))
+        compiled(other, state.A, state.z)[0].backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 4
 
 
 def test_start_state_carries_rows_only_when_asked() -> None:
