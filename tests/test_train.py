@@ -244,6 +244,20 @@ def test_inline_vs_memory_script_runs(tmp_path: Path) -> None:
     assert all(0 <= row[k] <= 100 for row in table.values() for k in ("inline", "from_memory"))
 
 
+def test_step_times_takes_the_median_per_stage_shape(tmp_path: Path) -> None:
+    # training/step_times.py backs step times in BENCHMARKS.md: a row that covered a compile must not count.
+    rows = [{"step": 25 * i, "max_segments": 1, "batch": 128, "sec_per_step": t} for i, t in enumerate([3.0, 0.1, 0.1], 1)]
+    rows.append({"step": 100, "max_segments": 2, "sec_per_step": 0.2})  # an old log's row: no batch
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = ROOT / "training" / "step_times.py"
+    out = subprocess.run([sys.executable, str(script), str(log)], check=True, capture_output=True, text=True).stdout
+    assert "| 1 | 128 | 3 | 0.100 | 1,280 |" in out and "| 2 | – | 1 | 0.200 | – |" in out
+    late = subprocess.run([sys.executable, str(script), str(log), "--from-step", "50"], check=True, capture_output=True,
+                          text=True).stdout
+    assert "| 1 | 128 | 2 | 0.100 |" in late
+
+
 def test_train_step_benchmark_runs(tmp_path: Path) -> None:
     # benchmarks/train_step.py picks the batches of the next recipe on the GPU: it must not fail there.
     config, out = tmp_path / "cfg.json", tmp_path / "t.json"
