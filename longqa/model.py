@@ -41,6 +41,7 @@ class ARMTConfig:
     conv_width: int = 6
     conv_depthwise: bool = True
     write_cap: bool = False  # True for checkpoints trained with it (see AssociativeMemory._gain_cap)
+    write_clip: list[float] | None = None  # per layer: the largest RMS a written vector keeps (AssociativeMemory.write)
     norm_eps: float = 1e-5
     mem_eps: float = 1e-6
     max_answer_tokens: int = 10
@@ -50,6 +51,8 @@ class ARMTConfig:
     armt_version: int = ARMT_VERSION
 
     def __post_init__(self) -> None:
+        if self.write_clip is not None and len(self.write_clip) != self.n_layers:
+            raise ValueError(f"write_clip has {len(self.write_clip)} values for {self.n_layers} layers")
         if self.armt_version != ARMT_VERSION:
             raise ValueError(
                 f"checkpoint has armt_version {self.armt_version}, this longqa understands only {ARMT_VERSION}"
@@ -103,10 +106,11 @@ def dpfp(x: torch.Tensor) -> torch.Tensor:
 class AssociativeMemory(nn.Module):
     """Read and delta-rule write of one layer's memory; all arithmetic in fp32 (armt.md)."""
 
-    def __init__(self, cfg: ARMTConfig) -> None:
+    def __init__(self, cfg: ARMTConfig, layer: int = 0) -> None:
         super().__init__()
         self.eps = cfg.mem_eps
         self.write_cap = cfg.write_cap
+        self.write_clip = cfg.write_clip[layer] if cfg.write_clip else None
         self.W_Q = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
         self.W_K = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
         self.W_V = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
@@ -129,6 +133,12 @@ class AssociativeMemory(nn.Module):
         """New (A, z) after writing the memory-token outputs m (B, M, d); rows with active=False keep theirs."""
         with torch.autocast(m.device.type, enabled=False):
             m = m.float()
+            if self.write_clip is not None:
+                # The memory tokens' outputs include this layer's own read, so a large read is written back
+                # larger and read back larger still: armt-v3 crept for ~950 segments of a 1M document, then
+                # ran away to inf in 40. Vectors longer than any seen in training are scaled down to that.
+                rms = m.pow(2).mean(-1, keepdim=True).sqrt()
+                m = m * (self.write_clip / (rms + self.eps)).clamp(max=1)
             phi_k = dpfp(F.linear(m, self.W_K.weight.float()))  # (B, M, d_key)
             v = F.linear(m, self.W_V.weight.float())  # (B, M, d_model)
             beta = torch.sigmoid(F.linear(m, self.W_beta.weight.float(), self.W_beta.bias.float()))
@@ -235,7 +245,7 @@ class ARMTModel(nn.Module):
         self.pos = nn.Embedding(c.segment_len + c.n_mem, c.d_model)
         self.mem_tokens = nn.Parameter(torch.zeros(c.n_mem, c.d_model))
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
-        self.memory = nn.ModuleList(AssociativeMemory(c) for _ in range(c.n_layers))
+        self.memory = nn.ModuleList(AssociativeMemory(c, l) for l in range(c.n_layers))
         self.norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
         self.apply(self._init_weights)
 

@@ -148,6 +148,27 @@ def test_write_cap_leaves_a_first_write_unchanged() -> None:
     assert torch.allclose(plain.A, capped.A) and torch.equal(plain.z, capped.z)
 
 
+def test_write_clip_scales_long_vectors_to_the_clip_and_leaves_short_ones() -> None:
+    """With v = m and one key, the lookup after a first write returns what was written: m itself when its
+    RMS is within the clip, m scaled to RMS = clip when it is longer."""
+    k = torch.randn(1, 1, D_MODEL)
+    rms = float(k.pow(2).mean().sqrt())
+    for clip, expect in ((2 * rms, k), (rms / 4, k / 4)):
+        mem = controlled_memory()
+        mem.write_clip = clip
+        A, z = mem.write(k, *empty(), None)
+        assert torch.allclose(mem.read(k, A, z), expect, atol=1e-4)
+
+
+def test_write_clip_is_saved_per_layer_and_checked(tmp_path: Path) -> None:
+    model = ARMTModel(small_config(write_clip=[3.0, 5.0]))
+    assert [m.write_clip for m in model.memory] == [3.0, 5.0]
+    model.save_pretrained(tmp_path / "ckpt")
+    assert [m.write_clip for m in ARMTModel.from_pretrained(tmp_path / "ckpt").memory] == [3.0, 5.0]
+    with pytest.raises(ValueError, match="write_clip has 1 values for 2 layers"):
+        small_config(write_clip=[3.0])
+
+
 def test_gamma_is_one_for_a_key_orthogonal_to_the_memory() -> None:
     mem = AssociativeMemory(ARMTConfig(d_model=D_MEM, d_mem=D_MEM))
     with torch.no_grad():

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tokenizers import Tokenizer
 
-from conftest import torchrun
+from conftest import babi_text, torchrun
 from longqa import babi
 from longqa.distributed import any_rank
 from longqa.errors import InputError
@@ -256,6 +256,31 @@ def test_step_times_takes_the_median_per_stage_shape(tmp_path: Path) -> None:
     late = subprocess.run([sys.executable, str(script), str(log), "--from-step", "50"], check=True, capture_output=True,
                           text=True).stdout
     assert "| 1 | 128 | 2 | 0.100 |" in late
+
+
+def test_add_write_clip_keeps_the_weights_and_clips_above_every_calibration_write(tiny_model: Path, tmp_path: Path) -> None:
+    noise = tmp_path / "noise.txt"
+    noise.write_text("\n".join(f"The quick brown fox number {i} jumps over the lazy dog and runs to the garden." for i in range(200)))
+    script, dst = ROOT / "training" / "add_write_clip.py", tmp_path / "clipped"
+    run = [sys.executable, str(script), str(tiny_model), str(dst), "--noise", str(noise), "-n", "2", "--length", "200"]
+    subprocess.run(run, check=True, capture_output=True)
+    src, clipped = ARMTModel.from_pretrained(tiny_model), ARMTModel.from_pretrained(dst)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), clipped.state_dict().values()))
+    clip = clipped.config.write_clip
+    assert clip is not None and len(clip) == src.config.n_layers and all(c > 0 for c in clip)
+    again = subprocess.run([*run[:2], str(dst), str(tmp_path / "twice"), *run[4:]], capture_output=True, text=True)
+    assert again.returncode != 0 and "has a write clip already" in again.stderr
+
+
+def test_memory_age_reports_every_n_segments_and_answers(tiny_model: Path, tmp_path: Path) -> None:
+    doc, rows = tmp_path / "doc.txt", tmp_path / "rows.jsonl"
+    doc.write_text(babi_text(40))
+    subprocess.run([sys.executable, str(ROOT / "training" / "memory_age.py"), str(tiny_model), str(doc), "Where is Mary?",
+                    "--every", "2", "--json", str(rows)], check=True, capture_output=True)
+    lines = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [r["segment"] for r in lines[:-1]] == list(range(2, 2 * len(lines) - 1, 2)) and len(lines) > 3
+    assert all(len(r["write_rms_max"]) == 2 and len(r["A_abs_max"]) == 2 for r in lines[:-1])
+    assert lines[-1]["question"] == "Where is Mary?" and isinstance(lines[-1]["answer"], str)
 
 
 def test_train_step_benchmark_runs(tmp_path: Path) -> None:

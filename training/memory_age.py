@@ -1,0 +1,64 @@
+"""How a checkpoint's memory ages over one long document: every N segments, per layer, the largest RMS of the
+vectors the memory tokens wrote in those segments and the largest |A|; at the end, the answer.
+
+A memory that feeds its reads back into its writes shows here as a write RMS that creeps above anything
+seen in training and then runs away (armt-v3: inf at about segment 990 of a 1M haystack). Reads segment
+by segment, without graphs, so that every write can be watched; CPU is fine. Usage:
+  python training/memory_age.py MODEL FILE QUESTION [--every 100] [--json out.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from longqa.engine import Engine
+from longqa.reader import documents
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("file")
+    ap.add_argument("question")
+    ap.add_argument("--every", type=int, default=100, help="segments per row")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", help="also write the rows here, one JSON object per line")
+    args = ap.parse_args()
+    engine = Engine(args.model, device=args.device, use_graphs=False)
+    layers = engine.config.n_layers
+    top = [0.0] * layers
+    for l, mem in enumerate(engine.model.memory):
+        def write(m, A, z, active, _l=l, _write=mem.write):
+            rms = m.float().pow(2).mean(-1).sqrt().max()
+            top[_l] = float(torch.maximum(torch.tensor(top[_l]), rms.cpu()))  # NaN stays NaN: the row shows it
+            return _write(m, A, z, active)
+        mem.write = write  # instance attribute: shadows the method for this engine's model only
+    rows: list[dict] = []
+    read, segments = engine.model.read, [0]
+
+    def watched(ids: torch.Tensor, state, *rest):
+        new = read(ids, state, *rest)
+        segments[0] += 1
+        if segments[0] % args.every == 0:
+            a_max = new.A[0].abs().flatten(1).amax(1)
+            rows.append({"segment": segments[0], "write_rms_max": [round(x, 1) for x in top],
+                         "A_abs_max": [float(f"{x:.3g}") for x in a_max.tolist()]})
+            print(json.dumps(rows[-1]), flush=True)
+            top[:] = [0.0] * layers
+        return new
+
+    engine.model.read = watched
+    memory = engine.new_memory()
+    engine.read([memory], [documents(args.file, lambda msg: print(msg))])
+    answer = engine.answer([memory], [args.question])[0][0]
+    print(json.dumps({"segments": segments[0], "question": args.question, "answer": answer}), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows + [{"question": args.question, "answer": answer}])
+
+
+if __name__ == "__main__":
+    main()
