@@ -218,7 +218,10 @@ def test_train_under_torchrun_with_two_ranks(tmp_path: Path) -> None:
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(asdict(tiny_config(tmp_path / "run", stages))))
     done = torchrun("train", config, "--max-minutes", "5")
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    # A rank's own error comes first, torchrun's summary last: keep both (one SIGABRT of rank 1 in ~17 runs,
+    # tenth session, showed only the summary).
+    err = done.stderr.decode()
+    assert done.returncode == 0, err[:3000] + "\n...\n" + err[-1500:]
     run = tmp_path / "run"
     assert json.loads((run / "trainer.json").read_text())["step"] == 4
     assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
