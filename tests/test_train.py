@@ -284,7 +284,7 @@ def test_memory_age_reports_every_n_segments_and_answers(tiny_model: Path, tmp_p
                     "--every", "2", "--json", str(rows)], check=True, capture_output=True)
     lines = [json.loads(line) for line in rows.read_text().splitlines()]
     assert [r["segment"] for r in lines[:-1]] == list(range(2, 2 * len(lines) - 1, 2)) and len(lines) > 3
-    assert all(len(r["write_rms_max"]) == 2 and len(r["A_abs_max"]) == 2 for r in lines[:-1])
+    assert all(len(r["write_rms_max"]) == len(r["A_abs_max"]) == len(r["z_mean"]) == 2 for r in lines[:-1])
     assert lines[-1]["question"] == "Where is Mary?" and isinstance(lines[-1]["answer"], str)
 
 

@@ -1,5 +1,6 @@
 """How a checkpoint's memory ages over one long document: every N segments, per layer, the largest RMS of the
-vectors the memory tokens wrote in those segments and the largest |A|; at the end, the answer.
+vectors the memory tokens wrote in those segments, the largest |A| and the mean of the normaliser z; at the
+end, the answer.
 
 A memory that feeds its reads back into its writes shows here as a write RMS that creeps above anything
 seen in training and then runs away (armt-v3: inf at about segment 990 of a 1M haystack). Reads segment
@@ -43,9 +44,10 @@ def main() -> None:
         new = read(ids, state, *rest)
         segments[0] += 1
         if segments[0] % args.every == 0:
-            a_max = new.A[0].abs().flatten(1).amax(1)
+            a_max, z_mean = new.A[0].abs().flatten(1).amax(1), new.z[0].mean(-1)
             rows.append({"segment": segments[0], "write_rms_max": [round(x, 1) for x in top],
-                         "A_abs_max": [float(f"{x:.3g}") for x in a_max.tolist()]})
+                         "A_abs_max": [float(f"{x:.3g}") for x in a_max.tolist()],
+                         "z_mean": [float(f"{x:.4g}") for x in z_mean.tolist()]})
             print(json.dumps(rows[-1]), flush=True)
             top[:] = [0.0] * layers
         return new
