@@ -135,8 +135,9 @@ class AssociativeMemory(nn.Module):
             m = m.float()
             if self.write_clip is not None:
                 # The memory tokens' outputs include this layer's own read, so a large read is written back
-                # larger and read back larger still: armt-v3 crept for ~950 segments of a 1M document, then
-                # ran away to inf in 40. Vectors longer than any seen in training are scaled down to that.
+                # larger and read back larger still: armt-v3's memory crept for ~900 segments of a 1M document,
+                # then went NaN within 100. Vectors longer than any seen in training are scaled down to that.
+                # It keeps such a memory finite; it did not keep v3's answers (training/README.md).
                 rms = m.pow(2).mean(-1, keepdim=True).sqrt()
                 m = m * (self.write_clip / (rms + self.eps)).clamp(max=1)
             phi_k = dpfp(F.linear(m, self.W_K.weight.float()))  # (B, M, d_key)
