@@ -18,17 +18,13 @@ from longqa import babi
 from longqa.engine import load_checkpoint, save_checkpoint
 from longqa.haystack import NoiseBank, build, parse_length
 from longqa.model import ARMTModel
+from memory_age import watch_writes  # training/ is on sys.path when a script here runs
 
 
 @torch.inference_mode()
 def write_rms_max(model: ARMTModel, contexts: list[list[int]]) -> list[float]:
     """Per layer, the largest RMS of a memory-token vector written while reading the contexts."""
-    top = [0.0] * len(model.memory)
-    for l, mem in enumerate(model.memory):
-        def write(m, A, z, active, _l=l, _write=mem.write):
-            top[_l] = max(top[_l], float(m.float().pow(2).mean(-1).sqrt().max()))
-            return _write(m, A, z, active)
-        mem.write = write  # instance attribute: shadows the method for this script's model only
+    top = watch_writes(model)
     S = model.config.segment_len
     for ids in contexts:
         state = model.new_state(1)

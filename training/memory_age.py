@@ -12,11 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 
 from longqa.engine import Engine
+from longqa.model import ARMTModel
 from longqa.reader import documents
+
+
+def watch_writes(model: ARMTModel) -> list[float]:
+    """Per layer, the largest RMS of a memory-token vector written since the list was last zeroed (the caller
+    zeroes it); NaN once a NaN was written. Shadows each memory's write method on this model only."""
+    top = [0.0] * len(model.memory)
+    for l, mem in enumerate(model.memory):
+        def write(m, A, z, active, _l=l, _write=mem.write):
+            rms = m.float().pow(2).mean(-1).sqrt().max().cpu()
+            top[_l] = float(torch.maximum(torch.tensor(top[_l]), rms))  # torch.maximum keeps NaN, max() would not
+            return _write(m, A, z, active)
+        mem.write = write
+    return top
 
 
 def main() -> None:
@@ -29,14 +44,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows here, one JSON object per line")
     args = ap.parse_args()
     engine = Engine(args.model, device=args.device, use_graphs=False)
-    layers = engine.config.n_layers
-    top = [0.0] * layers
-    for l, mem in enumerate(engine.model.memory):
-        def write(m, A, z, active, _l=l, _write=mem.write):
-            rms = m.float().pow(2).mean(-1).sqrt().max()
-            top[_l] = float(torch.maximum(torch.tensor(top[_l]), rms.cpu()))  # NaN stays NaN: the row shows it
-            return _write(m, A, z, active)
-        mem.write = write  # instance attribute: shadows the method for this engine's model only
+    top = watch_writes(engine.model)
     rows: list[dict] = []
     read, segments = engine.model.read, [0]
 
@@ -49,12 +57,12 @@ def main() -> None:
                          "A_abs_max": [float(f"{x:.3g}") for x in a_max.tolist()],
                          "z_mean": [float(f"{x:.4g}") for x in z_mean.tolist()]})
             print(json.dumps(rows[-1]), flush=True)
-            top[:] = [0.0] * layers
+            top[:] = [0.0] * len(top)
         return new
 
     engine.model.read = watched
     memory = engine.new_memory()
-    engine.read([memory], [documents(args.file, lambda msg: print(msg))])
+    engine.read([memory], [documents(args.file, lambda msg: print(msg, file=sys.stderr))])
     answer = engine.answer([memory], [args.question])[0][0]
     print(json.dumps({"segments": segments[0], "question": args.question, "answer": answer}), flush=True)
     if args.json:
