@@ -67,7 +67,7 @@ def evaluate_cell(
     for first in range(0, n, batch):
         samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
         hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]
-        pre = [bank.run_ids(bank.sample_run(prefix_rng, prefix)).tolist() if prefix else [] for _ in samples]
+        pre = [bank.run_ids(bank.sample_run(prefix_rng, prefix)) if prefix else [] for _ in samples]
         mine = list(range(rank, len(samples), world))
         if mine:
             memories = [engine.new_memory() for _ in mine]

@@ -132,7 +132,7 @@ class ExampleMaker:
     def single(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], tuple[str, str]]:
         sample = babi.generate(task, rng)
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
-        return hay.context_ids, [IGNORE] * len(hay.context_ids), (sample.question, sample.answer)
+        return hay.context_ids.tolist(), [IGNORE] * hay.n_tokens, (sample.question, sample.answer)
 
     def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
         task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]

@@ -12,6 +12,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from longqa import babi
@@ -22,14 +23,14 @@ from memory_age import watch_writes  # training/ is on sys.path when a script he
 
 
 @torch.inference_mode()
-def write_rms_max(model: ARMTModel, contexts: list[list[int]]) -> list[float]:
+def write_rms_max(model: ARMTModel, contexts: list[np.ndarray]) -> list[float]:
     """Per layer, the largest RMS of a memory-token vector written while reading the contexts."""
     top = watch_writes(model)
     S = model.config.segment_len
     for ids in contexts:
         state = model.new_state(1)
         for start in range(0, len(ids) - S + 1, S):  # full segments only: no padding in the statistics
-            state = model.read(torch.tensor([ids[start : start + S]]), state)
+            state = model.read(torch.as_tensor(ids[start : start + S], dtype=torch.long)[None], state)
     return top
 
 
