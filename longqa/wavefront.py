@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -23,6 +24,17 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from .model import ARMTModel, AssociativeMemory, Block, MemoryState, layer_forward
+
+
+@contextmanager
+def matmul_precision(level: str) -> Iterator[None]:
+    """torch.set_float32_matmul_precision(level) inside the block only."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(level)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 class _Layer(nn.Module):
@@ -49,7 +61,9 @@ class WavefrontReader:
     which moves less data, is faster. Compiled (fused element-wise work), the wavefront step is faster at
     every batch size (BENCHMARKS.md)."""
 
-    def __init__(self, model: ARMTModel, batch: int, diagonal: bool = True, compile: bool = False) -> None:
+    def __init__(
+        self, model: ARMTModel, batch: int, diagonal: bool = True, compile: bool = False, tf32: bool = True
+    ) -> None:
         c = model.config
         dev, dtype = model.embed.weight.device, model.embed.weight.dtype
         self.model, self.S, self.diagonal = model, c.segment_len, diagonal
@@ -64,31 +78,41 @@ class WavefrontReader:
         L, T = c.n_layers, c.segment_len + c.n_mem
         self.ids = torch.full((batch, c.segment_len + 1), c.pad_token_id, device=dev)  # + the "has a segment" column
         self.ids[:, -1] = 0
-        # The last output of every layer but the last (what the next layer reads in the next step; none
-        # layer by layer), and which layers hold a real segment: a layer without one writes nothing.
-        # State is layer-major: A (L, B, d_key, d), z (L, B, d_key).
-        self.out = torch.zeros(self.depth - 1, batch, T, c.d_model, device=dev, dtype=dtype)
+        # Every layer's input for the step: the first layer's is the new segment, layer l's what layer l-1 put
+        # out one step before (layer by layer, only the first). Which layers hold a real segment: a layer
+        # without one writes nothing. State is layer-major: A (L, B, d_key, d), z (L, B, d_key).
+        self.x = torch.zeros(self.depth, batch, T, c.d_model, device=dev, dtype=dtype)
         self.active = torch.zeros(self.depth, batch, dtype=torch.bool, device=dev)
         self.A = torch.zeros(L, batch, c.d_key, c.d_model, device=dev)
         self.z = torch.zeros(L, batch, c.d_key, device=dev)
+        self.tf32 = tf32
         self._fn = torch.compile(self._advance, dynamic=False) if compile else self._advance
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def _advance(self, ids: torch.Tensor, out: torch.Tensor, A: torch.Tensor, z: torch.Tensor, active: torch.Tensor):
-        # The first layer takes the new segment, layer l what layer l-1 put out one step ago; so do the flags.
-        active = torch.cat([ids[None, :, self.S].bool(), active[:-1]])
-        first = self.model.segment_input(ids[:, : self.S])
+    def _advance(self, ids: torch.Tensor, x: torch.Tensor, A: torch.Tensor, z: torch.Tensor, active: torch.Tensor) -> None:
+        # Updates the buffers in place: compiled, the kernels that compute them write there, and no copy follows.
+        active.copy_(torch.cat([ids[None, :, self.S].bool(), active[:-1]]))
+        x[0] = self.model.segment_input(ids[:, : self.S])
         if self.diagonal:
-            h, A, z = self.layers(self.weights, torch.cat([first[None], out]), A, z, active)
-            return h[:-1], A, z, active
-        new = self.model.run_layers(first, None, MemoryState(A.transpose(0, 1), z.transpose(0, 1)), active[0], write=True)[1]
-        return out, new.A.transpose(0, 1), new.z.transpose(0, 1), active  # out is empty here
+            h, A_new, z_new = self.layers(self.weights, x, A, z, active)
+            x[1:] = h[:-1]
+        else:
+            state = MemoryState(A.transpose(0, 1), z.transpose(0, 1))
+            new = self.model.run_layers(x[0], None, state, active[0], write=True)[1]
+            A_new, z_new = new.A.transpose(0, 1), new.z.transpose(0, 1)
+        A.copy_(A_new)
+        z.copy_(z_new)
 
     def _step(self) -> None:
-        for buf, new in zip((self.out, self.A, self.z, self.active), self._fn(self.ids, self.out, self.A, self.z, self.active)):
-            buf.copy_(new)
+        self._fn(self.ids, self.x, self.A, self.z, self.active)
 
     def capture(self) -> None:
+        # tf32: the memory's fp32 products run on tensor cores (A and z stay fp32): the step takes 0.87 of the
+        # time (BENCHMARKS.md). Compiling and capturing fix the kernels, so the setting holds for every replay.
+        with matmul_precision("high" if self.tf32 else "highest"):
+            self._capture()
+
+    def _capture(self) -> None:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up (and compilation) off the capture; the flags are 0: no writes

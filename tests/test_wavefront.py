@@ -18,7 +18,7 @@ from conftest import babi_text
 from longqa.engine import Engine, lockstep
 from longqa.model import ARMTConfig, ARMTModel
 from longqa.reader import Document, Segmenter
-from longqa.wavefront import WavefrontReader, schedule
+from longqa.wavefront import WavefrontReader, matmul_precision, schedule
 
 torch.set_num_threads(1)
 
@@ -94,3 +94,14 @@ def test_engine_answers_the_same_through_the_reader(
         assert (f.tokens, f.pending, f.sources) == (p.tokens, p.pending, p.sources)
         torch.testing.assert_close(f.state.A, p.state.A, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(f.state.z, p.state.z, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_precision_is_restored() -> None:
+    # The reader captures its step with tf32 products; the rest of the process keeps its own setting.
+    before = torch.get_float32_matmul_precision()
+    with matmul_precision("high"):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == before
+    with pytest.raises(ValueError), matmul_precision("medium"):
+        raise ValueError
+    assert torch.get_float32_matmul_precision() == before
