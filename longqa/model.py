@@ -359,7 +359,10 @@ class ARMTModel(nn.Module):
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.embed.weight.T  # output head tied to the input embedding
+        # Output head tied to the input embedding, in fp32 (under autocast, training's, bf16 all the same). A bf16
+        # model's bf16 logits tie: one answer's top two were equal in bf16 on the GPU, and argmax then picks by
+        # token index, so the fast and plain paths answered differently (BENCHMARKS.md).
+        return h.float() @ self.embed.weight.float().T
 
     @torch.inference_mode()
     def read(self, segment_ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None) -> MemoryState:
