@@ -42,6 +42,7 @@ class ARMTConfig:
     conv_depthwise: bool = True
     write_cap: bool = False  # True for checkpoints trained with it (see AssociativeMemory._gain_cap)
     write_clip: list[float] | None = None  # per layer: the largest RMS a written vector keeps (AssociativeMemory.write)
+    read_norm: bool = False  # True: a read is RMS-normalised with a learned gain, so it cannot grow with A (AssociativeMemory.read)
     norm_eps: float = 1e-5
     mem_eps: float = 1e-6
     max_answer_tokens: int = 10
@@ -114,9 +115,14 @@ class AssociativeMemory(nn.Module):
         self.W_Q = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
         self.W_K = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
         self.W_V = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        # Zero W_V: an untrained memory reads zeros, so early training sees a plain transformer.
-        self.W_V.zero_init = True
         self.W_beta = nn.Linear(cfg.d_model, 1)
+        # An untrained memory adds nothing to h, so early training sees a plain transformer: a zero W_V, or with
+        # read_norm a zero gain (W_V zero as well would leave both without a gradient).
+        # read_norm: the memory tokens' outputs include this layer's read, so a read that grows with A is written
+        # back larger and read back larger still; armt-v3's memory ran away so at ~1M tokens (training/README.md).
+        # A normalised read keeps what is written bounded whatever A's size.
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.read_norm else None
+        (self.norm if self.norm is not None else self.W_V).zero_init = True
 
     def _lookup(self, phi: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         # An empty memory (A = 0, z = 0) returns exactly 0, so "read only once written" needs no flag.
@@ -125,7 +131,10 @@ class AssociativeMemory(nn.Module):
     def read(self, h: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(h.device.type, enabled=False):
             phi = dpfp(F.linear(h.float(), self.W_Q.weight.float()))
-            return self._lookup(phi, A, z).to(h.dtype)
+            r = self._lookup(phi, A, z)
+            if self.norm is not None:  # an empty memory still reads exactly 0
+                r = F.rms_norm(r, r.shape[-1:], self.norm.weight.float(), self.norm.eps)
+            return r.to(h.dtype)
 
     def write(
         self, m: torch.Tensor, A: torch.Tensor, z: torch.Tensor, active: torch.Tensor | None
@@ -260,7 +269,7 @@ class ARMTModel(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.RMSNorm):
-            nn.init.ones_(module.weight)
+            (nn.init.zeros_ if getattr(module, "zero_init", False) else nn.init.ones_)(module.weight)
         elif isinstance(module, ARMTModel):
             nn.init.normal_(module.mem_tokens, std=0.02)
 

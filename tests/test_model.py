@@ -169,6 +169,29 @@ def test_write_clip_is_saved_per_layer_and_checked(tmp_path: Path) -> None:
         small_config(write_clip=[3.0])
 
 
+def test_read_norm_keeps_a_read_the_same_size_however_large_the_memory() -> None:
+    mem = AssociativeMemory(ARMTConfig(d_model=D_MODEL, d_mem=D_MEM, read_norm=True))  # gain 1 (ARMTModel's is 0)
+    h = torch.randn(1, 5, D_MODEL)
+    A, z = torch.rand(1, 6 * D_MEM, D_MODEL), torch.rand(1, 6 * D_MEM)
+    small, large = mem.read(h, A, z), mem.read(h, 1000 * A, z)
+    assert torch.allclose(small.pow(2).mean(-1), torch.ones(1, 5), atol=1e-3)
+    assert torch.allclose(large, small, atol=1e-4)  # unnormalised, the second read is 1000 times the first
+    assert torch.equal(mem.read(h, *empty()), torch.zeros_like(h))
+
+
+def test_read_norm_model_learns_gain_and_values_from_the_start() -> None:
+    """With a zero gain, W_V must start non-zero: were both zero, neither would get a gradient."""
+    torch.manual_seed(0)
+    model = ARMTModel(small_config(read_norm=True))
+    assert all(torch.equal(m.norm.weight, torch.zeros_like(m.norm.weight)) for m in model.memory)
+    S = model.config.segment_len
+    _, state = model.read_segment(torch.randint(3, 50, (2, S)), model.new_state(2))
+    h, _ = model.read_segment(torch.randint(3, 50, (2, S)), state)
+    h.pow(2).sum().backward()
+    for m in model.memory:
+        assert m.W_V.weight.abs().sum() > 0 and m.norm.weight.grad.abs().sum() > 0
+
+
 def test_gamma_is_one_for_a_key_orthogonal_to_the_memory() -> None:
     mem = AssociativeMemory(ARMTConfig(d_model=D_MEM, d_mem=D_MEM))
     with torch.no_grad():

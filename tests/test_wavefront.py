@@ -23,22 +23,28 @@ from longqa.wavefront import WavefrontReader, matmul_precision, schedule
 torch.set_num_threads(1)
 
 
-def trained_like_model(n_layers: int = 3) -> ARMTModel:
-    cfg = ARMTConfig(vocab_size=60, d_model=16, n_layers=n_layers, n_heads=2, d_ff=32, segment_len=8, n_mem=3, d_mem=4, write_cap=True)
+def trained_like_model(n_layers: int = 3, read_norm: bool = False) -> ARMTModel:
+    cfg = ARMTConfig(vocab_size=60, d_model=16, n_layers=n_layers, n_heads=2, d_ff=32, segment_len=8, n_mem=3, d_mem=4,
+                     write_cap=True, read_norm=read_norm)
     torch.manual_seed(0)
     model = ARMTModel(cfg).eval()
-    with torch.no_grad():  # zero-initialised parts (value projection, conv) made to matter
+    with torch.no_grad():  # zero-initialised parts (value projection, read gain, conv) made to matter
         for mem in model.memory:
             mem.W_V.weight.normal_(std=0.5)
+            if mem.norm is not None:
+                mem.norm.weight.normal_(std=0.5)
         model.conv.conv.weight.normal_(std=0.1)
     return model
 
 
-@pytest.mark.parametrize("n_layers, diagonal, compile", [(1, True, False), (3, True, False), (3, False, False), (3, True, True)])
-def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool, compile: bool) -> None:
+@pytest.mark.parametrize(
+    "n_layers, diagonal, compile, read_norm",
+    [(1, True, False, False), (3, True, False, False), (3, False, False, False), (3, True, True, False), (3, True, False, True)],
+)
+def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool, compile: bool, read_norm: bool) -> None:
     if compile and not shutil.which(os.environ.get("CXX", "g++")):
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    model = trained_like_model(n_layers)
+    model = trained_like_model(n_layers, read_norm)
     S, B = model.config.segment_len, 4
     g = torch.Generator().manual_seed(1)
     # 5, 1, 0 and 3 segments: rows end at different steps, one never starts; and memories that are not empty.
