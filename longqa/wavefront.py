@@ -107,7 +107,7 @@ class WavefrontReader:
         self._fn(self.ids, self.x, self.A, self.z, self.active)
 
     def capture(self) -> None:
-        # tf32: the memory's fp32 products run on tensor cores (A and z stay fp32): the step takes 0.87 of the
+        # tf32: the memory's fp32 products run on tensor cores (A and z stay fp32): the step takes 0.86 of the
         # time (BENCHMARKS.md). Compiling and capturing fix the kernels, so the setting holds for every replay.
         with matmul_precision("high" if self.tf32 else "highest"):
             self._capture()
