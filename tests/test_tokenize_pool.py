@@ -164,7 +164,9 @@ def test_a_reading_error_comes_after_the_ids_read_before_it(tokenizer, tmp_path:
 
 
 def test_ctrl_c_while_workers_run_prints_no_traceback_and_exits(tokenizer, tmp_path: Path) -> None:
-    (tmp_path / "big.txt").write_text(SAMPLE * 3)
+    # Long enough that the reader cannot finish before the signal comes: with 3 samples (16 pieces, about a
+    # second) it once did, on a loaded CI machine, and exited 0.
+    (tmp_path / "big.txt").write_text(SAMPLE * 12)
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     script = tmp_path / "read.py"
     script.write_text(textwrap.dedent(
