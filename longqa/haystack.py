@@ -126,7 +126,7 @@ class NoiseBank:
         )
 
 
-@dataclass(eq=False)  # == on an array compares element by element: no == for the whole
+@dataclass(eq=False)  # no generated ==: on the ids array it would compare element by element
 class Haystack:
     # int32 token ids: read as they are (reader.Segmenter), a quarter the memory of a list for a 1M context
     context_ids: np.ndarray

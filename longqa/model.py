@@ -119,7 +119,7 @@ class AssociativeMemory(nn.Module):
         # An untrained memory adds nothing to h, so early training sees a plain transformer: a zero W_V, or with
         # read_norm a zero gain (W_V zero as well would leave both without a gradient).
         # read_norm: the memory tokens' outputs include this layer's read, so a read that grows with A is written
-        # back larger and read back larger still; armt-v3's memory ran away so at ~1M tokens (training/README.md).
+        # back larger and read back larger still: armt-v3's memory ran away that way at ~1M tokens (training/README.md).
         # A normalised read keeps what is written bounded whatever A's size.
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.read_norm else None
         (self.norm if self.norm is not None else self.W_V).zero_init = True
