@@ -30,6 +30,7 @@ from longqa.engine import Engine, lockstep, prefetch
 from longqa.haystack import parse_length
 from longqa.model import ARMTConfig, ARMTModel
 from longqa.reader import Document, token_stream
+from longqa.text import question_ids
 from longqa.wavefront import WavefrontReader, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,11 +289,9 @@ def fast_vs_plain(engine: Engine, model_dir: str, n_docs: int, length: int) -> d
 @torch.inference_mode()
 def answer_margin(engine: Engine, memory, question: str) -> float:
     """Top-1 minus top-2 logit of the first answer token that `memory` gives for `question`."""
-    from longqa.text import question_ids
-
     m = engine.model
     ids = torch.tensor([question_ids(engine.tokenizer, question)], device=engine.device)
-    top = m.logits(m.read_only(ids, engine._flushed(memory))[0, -1]).float().topk(2).values
+    top = m.logits(m.read_only(ids, engine._flushed(memory))[0, -1]).topk(2).values
     return float(top[0] - top[1])
 
 
