@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.attention import sdpa_kernel
 
-from longqa.engine import Engine, lockstep, prefetch
+from longqa.engine import ATTENTION_BACKENDS, Engine, lockstep, prefetch
 from longqa.haystack import parse_length
 from longqa.model import ARMTConfig, ARMTModel
 from longqa.reader import Document, token_stream
@@ -291,7 +292,8 @@ def answer_margin(engine: Engine, memory, question: str) -> float:
     """Top-1 minus top-2 logit of the first answer token that `memory` gives for `question`."""
     m = engine.model
     ids = torch.tensor([question_ids(engine.tokenizer, question)], device=engine.device)
-    top = m.logits(m.read_only(ids, engine._flushed(memory))[0, -1]).topk(2).values
+    with sdpa_kernel(ATTENTION_BACKENDS):  # as the engine answers
+        top = m.logits(m.read_only(ids, engine._flushed(memory))[0, -1]).topk(2).values
     return float(top[0] - top[1])
 
 

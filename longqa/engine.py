@@ -6,6 +6,7 @@ pass (`ask --each`, `eval`); a single document is the batch-of-one case of the s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import queue
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .errors import InputError
 from .model import ARMTConfig, ARMTModel, MemoryState
@@ -29,6 +31,20 @@ from .wavefront import WavefrontReader, schedule
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 ANSWER_BATCH = 256
 WAVEFRONT_MAX_BATCH = 32  # uncompiled, above it the GPU is busy anyway and layer-by-layer steps are faster (BENCHMARKS.md)
+# Every attention backend but cuDNN's, which plans anew for each shape it meets: a question's length and each
+# answer token are new shapes, and a fresh process took 2.6 s instead of 0.17 s to answer (BENCHMARKS.md).
+ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def _attention(method: Callable) -> Callable:
+    """Run an Engine method with ATTENTION_BACKENDS, read when it is called."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with sdpa_kernel(ATTENTION_BACKENDS):
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def fingerprint(model_dir: str | Path) -> str:
@@ -187,6 +203,7 @@ class Engine:
         self.read_ids(memories, [self._doc_ids(m, d, progress) for m, d in zip(memories, docs)], on_tokens)
 
     @torch.inference_mode()
+    @_attention
     def read_ids(
         self,
         memories: list[Memory],
@@ -226,6 +243,7 @@ class Engine:
         for i, m in enumerate(memories):
             m.state = state.rows(slice(i, i + 1)).clone()
 
+    @_attention
     def _reader(self, batch: int) -> WavefrontReader | None:
         """The CUDA-graphed wavefront reader for this batch size, made once; None off CUDA or if it cannot be had."""
         if self.device.type != "cuda":
@@ -269,6 +287,7 @@ class Engine:
         return [flat[d * n : (d + 1) * n] for d in range(len(memories))]
 
     @torch.inference_mode()
+    @_attention
     def answer_pairs(self, pairs: list[tuple[Memory, str]]) -> list[str]:
         """One answer per (memory, question) pair, many pairs per forward."""
         qids = {q: question_ids(self.tokenizer, q) for _, q in pairs}
