@@ -1,7 +1,7 @@
 """How long the first `ask` of a fresh process takes on a GPU, stage by stage: loading the engine, reading a
 ~10K-token document, answering; then the same ask again (the one-off costs paid). Each configuration runs in
-a fresh process: the engine's attention backends (engine.ATTENTION_BACKENDS, no cuDNN), and those plus
-cuDNN's, which is what torch picks on an H100 when left to itself.
+a fresh process: the engine as it is (it answers with engine.ATTENTION_BACKENDS, not cuDNN's), and with
+cuDNN's attention allowed for answering too, which torch picks on an H100 when left to itself.
 
     PYTHONPATH=. python3 benchmarks/first_ask.py
 """

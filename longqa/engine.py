@@ -6,7 +6,6 @@ pass (`ask --each`, `eval`); a single document is the batch-of-one case of the s
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import queue
@@ -31,20 +30,10 @@ from .wavefront import WavefrontReader, schedule
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 ANSWER_BATCH = 256
 WAVEFRONT_MAX_BATCH = 32  # uncompiled, above it the GPU is busy anyway and layer-by-layer steps are faster (BENCHMARKS.md)
-# Every attention backend but cuDNN's, which plans anew for each shape it meets: a question's length and each
-# answer token are new shapes, and a fresh process took 2.6 s instead of 0.17 s to answer (BENCHMARKS.md).
+# Answering uses every attention backend but cuDNN's, which plans anew for each shape it meets: a question's
+# length and each answer token are new shapes, and a fresh process took 2.6 s instead of 0.17 s to answer
+# (BENCHMARKS.md). Reading keeps torch's choice: its graphed step has one shape, planned once at capture.
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def _attention(method: Callable) -> Callable:
-    """Run an Engine method with ATTENTION_BACKENDS, read when it is called."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with sdpa_kernel(ATTENTION_BACKENDS):
-            return method(*args, **kwargs)
-
-    return wrapper
 
 
 def fingerprint(model_dir: str | Path) -> str:
@@ -203,7 +192,6 @@ class Engine:
         self.read_ids(memories, [self._doc_ids(m, d, progress) for m, d in zip(memories, docs)], on_tokens)
 
     @torch.inference_mode()
-    @_attention
     def read_ids(
         self,
         memories: list[Memory],
@@ -243,7 +231,6 @@ class Engine:
         for i, m in enumerate(memories):
             m.state = state.rows(slice(i, i + 1)).clone()
 
-    @_attention
     def _reader(self, batch: int) -> WavefrontReader | None:
         """The CUDA-graphed wavefront reader for this batch size, made once; None off CUDA or if it cannot be had."""
         if self.device.type != "cuda":
@@ -287,7 +274,6 @@ class Engine:
         return [flat[d * n : (d + 1) * n] for d in range(len(memories))]
 
     @torch.inference_mode()
-    @_attention
     def answer_pairs(self, pairs: list[tuple[Memory, str]]) -> list[str]:
         """One answer per (memory, question) pair, many pairs per forward."""
         qids = {q: question_ids(self.tokenizer, q) for _, q in pairs}
@@ -296,15 +282,16 @@ class Engine:
         for ids in qids.values():
             if len(ids) > limit:
                 raise InputError(f"question too long: {len(ids)} tokens, this model takes at most {limit}")
-        flushed: dict[int, MemoryState] = {}
-        for m, _ in pairs:
-            if id(m) not in flushed:
-                flushed[id(m)] = self._flushed(m)
-        out: list[str] = []
-        for start in range(0, len(pairs), ANSWER_BATCH):
-            chunk = pairs[start : start + ANSWER_BATCH]
-            state = MemoryState(
-                torch.cat([flushed[id(m)].A for m, _ in chunk]), torch.cat([flushed[id(m)].z for m, _ in chunk])
-            )
-            out += [decode(self.tokenizer, ids) for ids in self.model.answer(state, [qids[q] for _, q in chunk])]
+        with sdpa_kernel(ATTENTION_BACKENDS):  # the flush and every answer token: shapes that vary
+            flushed: dict[int, MemoryState] = {}
+            for m, _ in pairs:
+                if id(m) not in flushed:
+                    flushed[id(m)] = self._flushed(m)
+            out: list[str] = []
+            for start in range(0, len(pairs), ANSWER_BATCH):
+                chunk = pairs[start : start + ANSWER_BATCH]
+                state = MemoryState(
+                    torch.cat([flushed[id(m)].A for m, _ in chunk]), torch.cat([flushed[id(m)].z for m, _ in chunk])
+                )
+                out += [decode(self.tokenizer, ids) for ids in self.model.answer(state, [qids[q] for _, q in chunk])]
         return out
