@@ -11,13 +11,12 @@ import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
 
 from . import babi
+from .distributed import gather_interleaved
 from .engine import Engine
 from .haystack import NoiseBank, build
 
@@ -32,6 +31,9 @@ class Cell:
     random_mentioned: float  # a random label among those in the facts
     mean_tokens: float
     seconds: float
+    # One per document, in order: question, expected, answer, correct. Checkpoints scored on the same seed
+    # see the same documents, so two evals can be compared document by document.
+    documents: list[dict] = field(default_factory=list)
 
 
 def _mentioned(task: str, facts: list[str], question: str) -> list[str]:
@@ -56,34 +58,39 @@ def evaluate_cell(
 ) -> Cell:
     """One task x length cell, read `batch` documents at a time. With world > 1 (torchrun) every rank
     draws the same documents and reads every world-th one of each batch (so batch / world per forward);
-    the correct answers are summed over the ranks. The documents depend on seed and batch only, so
+    every rank gathers every answer. The documents depend on seed and batch only, so
     the cell is the same on any number of GPUs. prefix > 0 reads that many tokens of extra noise before
     each document (same documents, drawn from their own generator), to test an aged memory."""
     rng = random.Random(f"{seed}-{task}-{length}")
     base_rng = random.Random(f"baseline-{seed}-{task}-{length}")
     prefix_rng = random.Random(f"prefix-{seed}-{task}-{length}-{prefix}")
-    correct = last = rand = tokens = 0
+    last = rand = tokens = 0
+    questions: list[tuple[str, str]] = []  # (question, expected) of every document
+    answers: list[str] = []  # every document's, whichever rank read it
     start = time.perf_counter()
     for first in range(0, n, batch):
         samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
         hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]
         pre = [bank.run_ids(bank.sample_run(prefix_rng, prefix)) if prefix else [] for _ in samples]
+        questions += [(s.question, s.answer) for s in samples]
         mine = list(range(rank, len(samples), world))
+        said: list[str] = []
         if mine:
             memories = [engine.new_memory() for _ in mine]
             engine.read_ids(memories, [[pre[i], hays[i].context_ids] for i in mine])
-            answers = engine.answer_pairs([(m, samples[i].question) for m, i in zip(memories, mine)])
-            correct += sum(babi.score(task, samples[i].question, a, samples[i].answer) for i, a in zip(mine, answers))
+            said = engine.answer_pairs([(m, samples[i].question) for m, i in zip(memories, mine)])
+        answers += gather_interleaved(said)
         for s, h, p in zip(samples, hays, pre):  # the baselines need no model: every rank scores every document
             mentioned = _mentioned(task, s.facts, s.question)
             last += bool(mentioned) and mentioned[-1] == s.answer
             rand += bool(mentioned) and base_rng.choice(sorted(set(mentioned))) == s.answer
             tokens += len(p) + h.n_tokens
-    if world > 1:
-        total = torch.tensor([correct], device=engine.device)
-        dist.all_reduce(total)
-        correct = int(total.item())
-    return Cell(task, length, n, correct / n, last / n, rand / n, tokens / n, time.perf_counter() - start)
+    documents = [
+        {"question": q, "expected": e, "answer": a, "correct": babi.score(task, q, a, e)}
+        for (q, e), a in zip(questions, answers)
+    ]
+    correct = sum(d["correct"] for d in documents)
+    return Cell(task, length, n, correct / n, last / n, rand / n, tokens / n, time.perf_counter() - start, documents)
 
 
 def evaluate(

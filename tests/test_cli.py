@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conftest import babi_text, torchrun
-from longqa import __version__, cli
+from longqa import __version__, babi, cli
 
 torch.set_num_threads(1)
 
@@ -423,8 +423,11 @@ def test_eval_sharded_over_two_torchrun_ranks_equals_one_process(tmp_path: Path)
     assert two.returncode == 0, two.stderr.decode()[-2000:]
     cells = [json.loads((tmp_path / f).read_text())["cells"] for f in ("one.json", "two.json")]
     strip = lambda cs: [{k: v for k, v in c.items() if k != "seconds"} for c in cs]  # noqa: E731
-    assert strip(cells[0]) == strip(cells[1])
+    assert strip(cells[0]) == strip(cells[1])  # every answer too, gathered from the ranks in document order
     assert all(0 < c["accuracy"] for c in cells[0])
+    for c in cells[0]:  # each document's answer, scored: the cell's accuracy is theirs
+        assert len(c["documents"]) == 7 and {d["expected"] for d in c["documents"]} <= set(babi.ROOMS)
+        assert sum(d["correct"] for d in c["documents"]) == round(7 * c["accuracy"])
     assert two.stdout.decode().count("qa4") == 1  # rank 0 alone prints the table
 
 
