@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from . import babi
 from .distributed import gather_interleaved
 from .engine import Engine
