@@ -179,6 +179,23 @@ def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Pa
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 4
 
 
+def test_final_weight_gives_the_final_answers_their_own_share_of_the_loss(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=1.0)])
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    torch.manual_seed(0)
+    model = ARMTModel(ARMTConfig(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id("[PAD]"),
+                                 gen_token_id=tok.token_to_id(GEN), eos_token_id=tok.token_to_id(EOS), **TINY))
+    b = next(iter(Batches(cfg, model.config.segment_len, model.config.pad_token_id, 0, 1, 0)))
+    state = model.new_state(b["ids"].shape[0], torch.device("cpu"))
+    loss_mod = LossModule(model, False)
+    pooled, final, *_ = loss_mod(b, state.A, state.z, None)
+    inline = loss_mod(b, state.A, state.z, 0.0)[0]  # the inline answers alone
+    n_inline, n_final = int((b["labels"] != -100).sum()), int((b["q_labels"] != -100).sum())
+    assert n_inline > n_final > 0  # dense rows: more inline answers than final ones
+    torch.testing.assert_close(pooled, (inline * n_inline + final * n_final) / (n_inline + n_final))
+    torch.testing.assert_close(loss_mod(b, state.A, state.z, 2.0)[0], inline + 2.0 * final)
+
+
 def test_start_state_carries_rows_only_when_asked() -> None:
     model = ARMTModel(ARMTConfig(vocab_size=64, **TINY))
     carried = MemoryState(torch.rand(3, 2, model.config.d_key, 32) + 1, torch.rand(3, 2, model.config.d_key) + 1)
