@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from dataclasses import asdict, replace
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -146,14 +147,19 @@ def test_a_steps_batch_is_split_over_the_gpus() -> None:
         rank_batch(cfg, cfg.stages[1], 4)
 
 
-def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Path) -> None:
-    # TrainConfig.compile must change the speed of training, not what it learns.
-    cfg = tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=0.5)])
+def tiny_model_and_batches(cfg: TrainConfig) -> tuple[ARMTModel, Iterator[dict[str, torch.Tensor]]]:
+    """A seeded tiny model with the shipped tokenizer's special tokens, and the trainer's batches for cfg."""
     tok = Tokenizer.from_file(str(TOKENIZER))
     torch.manual_seed(0)
     model = ARMTModel(ARMTConfig(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id("[PAD]"),
                                  gen_token_id=tok.token_to_id(GEN), eos_token_id=tok.token_to_id(EOS), **TINY))
-    batches = iter(Batches(cfg, model.config.segment_len, model.config.pad_token_id, 0, 1, 0))
+    return model, iter(Batches(cfg, model.config.segment_len, model.config.pad_token_id, 0, 1, 0))
+
+
+def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Path) -> None:
+    # TrainConfig.compile must change the speed of training, not what it learns.
+    cfg = tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=0.5)])
+    model, batches = tiny_model_and_batches(cfg)
     b = next(x for x in batches if x["ids"].shape[1] >= 2 * model.config.segment_len)  # a full and a ragged one
     results = []
     torch._dynamo.utils.counters.clear()
@@ -180,12 +186,8 @@ def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Pa
 
 
 def test_final_weight_gives_the_final_answers_their_own_share_of_the_loss(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=1.0)])
-    tok = Tokenizer.from_file(str(TOKENIZER))
-    torch.manual_seed(0)
-    model = ARMTModel(ARMTConfig(vocab_size=tok.get_vocab_size(), pad_token_id=tok.token_to_id("[PAD]"),
-                                 gen_token_id=tok.token_to_id(GEN), eos_token_id=tok.token_to_id(EOS), **TINY))
-    b = next(iter(Batches(cfg, model.config.segment_len, model.config.pad_token_id, 0, 1, 0)))
+    model, batches = tiny_model_and_batches(tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=1.0)]))
+    b = next(batches)
     state = model.new_state(b["ids"].shape[0], torch.device("cpu"))
     loss_mod = LossModule(model, False)
     pooled, final, *_ = loss_mod(b, state.A, state.z, None)
