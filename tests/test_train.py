@@ -282,6 +282,19 @@ def test_step_times_takes_the_median_per_stage_shape(tmp_path: Path) -> None:
     assert "| 1 | 128 | 2 | 0.100 |" in late
 
 
+def test_answer_share_counts_final_answers_against_inline_ones(tmp_path: Path) -> None:
+    # training/answer_share.py backs the final answers' share of the loss quoted in training/README.md.
+    stages = [Stage(steps=1, max_segments=2, dense=0.0), Stage(steps=1, max_segments=2, dense=1.0)]
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(asdict(tiny_config(tmp_path / "run", stages))))
+    script = ROOT / "training" / "answer_share.py"
+    out = subprocess.run([sys.executable, str(script), str(config), "--rows", "8"], check=True, capture_output=True,
+                         text=True).stdout
+    single, dense = (line.split("|")[4].strip() for line in out.splitlines()[2:4])
+    assert single == "100.0 %"  # no dense rows: every answer is a final one
+    assert 0 < float(dense.rstrip(" %")) < 100  # dense rows add inline answers
+
+
 def test_add_write_clip_keeps_the_weights_and_clips_above_every_calibration_write(tiny_model: Path, tmp_path: Path) -> None:
     noise = tmp_path / "noise.txt"
     noise.write_text("\n".join(f"The quick brown fox number {i} jumps over the lazy dog and runs to the garden." for i in range(200)))
