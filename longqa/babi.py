@@ -299,9 +299,13 @@ def _words(s: str) -> set[str]:
     return set(re.findall(r"[a-z]+", s))
 
 
+def answer_labels(task: str, question: str, answer_text: str) -> set[str]:
+    """The task labels (lower case) in the answer's first sentence, not counting those in the question."""
+    labels = {label.lower() for label in LABELS[task]}
+    return (labels & _words(answer_text.lower().split(".", 1)[0])) - _words(question.lower())
+
+
 def score(task: str, question: str, answer_text: str, expected: str) -> bool:
     """BABILong's rule: the expected label must be the only task label in the answer's first sentence,
     not counting labels that already occur in the question."""
-    labels = {label.lower() for label in LABELS[task]}
-    found = (labels & _words(answer_text.lower().split(".", 1)[0])) - _words(question.lower())
-    return found == {expected.lower()}
+    return answer_labels(task, question, answer_text) == {expected.lower()}

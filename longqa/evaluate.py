@@ -10,14 +10,18 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import babi
 from .distributed import gather_interleaved
 from .engine import Engine
-from .haystack import NoiseBank, build
+from .haystack import Haystack, NoiseBank, build
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 @dataclass
@@ -35,12 +39,23 @@ class Cell:
     documents: list[dict] = field(default_factory=list)
 
 
-def _mentioned(task: str, facts: list[str], question: str) -> list[str]:
+def mentioned_labels(task: str, facts: list[str], question: str) -> list[str]:
     """Task labels in the facts, in order, leaving out those in the question (as scoring does)."""
     labels = {label.lower(): label for label in babi.LABELS[task]}
     asked = set(re.findall(r"[a-z]+", question.lower()))
     words = [w for f in facts for w in re.findall(r"[a-z]+", f.lower())]
     return [labels[w] for w in words if w in labels and w not in asked]
+
+
+def draw_documents(
+    bank: NoiseBank, tokenizer: Tokenizer, task: str, length: int, n: int, seed: int, batch: int
+) -> Iterator[tuple[list[babi.Sample], list[Haystack]]]:
+    """A cell's documents, `batch` at a time: the stories and their haystacks. They depend on seed and batch
+    only, so an eval's documents can be drawn again to look at its answers (training/wrong_answers.py)."""
+    rng = random.Random(f"{seed}-{task}-{length}")
+    for first in range(0, n, batch):
+        samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
+        yield samples, [build(s, bank, tokenizer, length, rng, keep_sentences=False) for s in samples]
 
 
 def evaluate_cell(
@@ -60,16 +75,13 @@ def evaluate_cell(
     every rank gathers every answer. The documents depend on seed and batch only, so
     the cell is the same on any number of GPUs. prefix > 0 reads that many tokens of extra noise before
     each document (same documents, drawn from their own generator), to test an aged memory."""
-    rng = random.Random(f"{seed}-{task}-{length}")
     base_rng = random.Random(f"baseline-{seed}-{task}-{length}")
     prefix_rng = random.Random(f"prefix-{seed}-{task}-{length}-{prefix}")
     last = rand = tokens = 0
     questions: list[tuple[str, str]] = []  # (question, expected) of every document
     answers: list[str] = []  # every document's, whichever rank read it
     start = time.perf_counter()
-    for first in range(0, n, batch):
-        samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
-        hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]
+    for samples, hays in draw_documents(bank, engine.tokenizer, task, length, n, seed, batch):
         pre = [bank.run_ids(bank.sample_run(prefix_rng, prefix)) if prefix else [] for _ in samples]
         questions += [(s.question, s.answer) for s in samples]
         mine = list(range(rank, len(samples), world))
@@ -80,7 +92,7 @@ def evaluate_cell(
             said = engine.answer_pairs([(m, samples[i].question) for m, i in zip(memories, mine)])
         answers += gather_interleaved(said)
         for s, h, p in zip(samples, hays, pre):  # the baselines need no model: every rank scores every document
-            mentioned = _mentioned(task, s.facts, s.question)
+            mentioned = mentioned_labels(task, s.facts, s.question)
             last += bool(mentioned) and mentioned[-1] == s.answer
             rand += bool(mentioned) and base_rng.choice(sorted(set(mentioned))) == s.answer
             tokens += len(p) + h.n_tokens

@@ -6,8 +6,8 @@ import json
 import random
 import subprocess
 import sys
-from dataclasses import asdict, replace
 from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -293,6 +293,27 @@ def test_answer_share_counts_final_answers_against_inline_ones(tmp_path: Path) -
     single, dense = (line.split("|")[4].strip() for line in out.splitlines()[2:4])
     assert single == "100.0 %"  # no dense rows: every answer is a final one
     assert 0 < float(dense.rstrip(" %")) < 100  # dense rows add inline answers
+
+
+def test_wrong_answers_sorts_an_evals_errors_and_refuses_other_documents(tmp_path: Path) -> None:
+    # training/wrong_answers.py backs "every wrong QA4 answer named the story's other room" (training/README.md).
+    from longqa.evaluate import draw_documents
+
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    samples = [s for batch, _ in draw_documents(NoiseBank([str(NOISE)], tok), tok, "qa4", 300, 4, 0, 2) for s in batch]
+    outside = next(r for r in babi.ROOMS if all(r not in f.lower() for f in samples[2].facts))
+    other = next(r for r in babi.ROOMS if r != samples[1].answer and r in " ".join(samples[1].facts).lower()
+                 and r not in samples[1].question)
+    answers = [samples[0].answer, other, outside, "I do not know"]
+    docs = [{"question": s.question, "expected": s.answer, "answer": a, "correct": babi.score("qa4", s.question, a, s.answer)}
+            for s, a in zip(samples, answers)]
+    result = tmp_path / "eval.json"
+    result.write_text(json.dumps({"seed": 0, "cells": [{"task": "qa4", "length": 300, "n": 4, "documents": docs}]}))
+    script = [sys.executable, str(ROOT / "training" / "wrong_answers.py"), str(result), "--noise", str(NOISE)]
+    out = subprocess.run([*script, "--batch", "2"], check=True, capture_output=True, text=True).stdout
+    assert "| qa4 | 300 | 3 | 1 | 1 | 1 |" in out
+    other_docs = subprocess.run([*script, "--batch", "3"], capture_output=True, text=True)
+    assert other_docs.returncode != 0 and "not the eval's documents" in other_docs.stderr
 
 
 def test_add_write_clip_keeps_the_weights_and_clips_above_every_calibration_write(tiny_model: Path, tmp_path: Path) -> None:
