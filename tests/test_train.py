@@ -316,6 +316,26 @@ def test_wrong_answers_sorts_an_evals_errors_and_refuses_other_documents(tmp_pat
     assert other_docs.returncode != 0 and "not the eval's documents" in other_docs.stderr
 
 
+def test_paired_counts_documents_right_in_one_eval_only_and_tests_the_split(tmp_path: Path) -> None:
+    # training/paired.py backs the document-by-document comparisons in training/README.md and the model card.
+    def write(name: str, correct: list[bool], questions: str = "ab") -> Path:
+        docs = [{"question": questions[i % 2], "correct": c} for i, c in enumerate(correct)]
+        path = tmp_path / name
+        path.write_text(json.dumps({"cells": [{"task": "qa1", "length": 4000, "documents": docs}]}))
+        return path
+
+    a = write("a.json", [True] * 10 + [False] * 10)
+    b = write("b.json", [False] * 10 + [True] * 10)
+    script = [sys.executable, str(ROOT / "training" / "paired.py")]
+    out = subprocess.run([*script, str(a), str(b)], check=True, capture_output=True, text=True).stdout
+    assert "| 4000 | 20 | 10 | 10 | 1 |" in out  # an even split
+    c = write("c.json", [True] * 20)
+    out = subprocess.run([*script, str(a), str(c)], check=True, capture_output=True, text=True).stdout
+    assert "| 4000 | 20 | 0 | 10 | 0.002 |" in out  # 2 / 2**10, two-sided
+    other = subprocess.run([*script, str(a), str(write("d.json", [True] * 20, "ba"))], capture_output=True, text=True)
+    assert other.returncode != 0 and "different documents" in other.stderr
+
+
 def test_add_write_clip_keeps_the_weights_and_clips_above_every_calibration_write(tiny_model: Path, tmp_path: Path) -> None:
     noise = tmp_path / "noise.txt"
     noise.write_text("\n".join(f"The quick brown fox number {i} jumps over the lazy dog and runs to the garden." for i in range(200)))
