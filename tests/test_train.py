@@ -20,6 +20,7 @@ from conftest import babi_text, torchrun
 from longqa import babi
 from longqa.distributed import any_rank
 from longqa.errors import InputError
+from longqa.evaluate import draw_documents
 from longqa.haystack import NoiseBank
 from longqa.model import ARMTConfig, ARMTModel, MemoryState
 from longqa.text import EOS, GEN
@@ -297,8 +298,6 @@ def test_answer_share_counts_final_answers_against_inline_ones(tmp_path: Path) -
 
 def test_wrong_answers_sorts_an_evals_errors_and_refuses_other_documents(tmp_path: Path) -> None:
     # training/wrong_answers.py backs "every wrong QA4 answer named the story's other room" (training/README.md).
-    from longqa.evaluate import draw_documents
-
     tok = Tokenizer.from_file(str(TOKENIZER))
     samples = [s for batch, _ in draw_documents(NoiseBank([str(NOISE)], tok), tok, "qa4", 300, 4, 0, 2) for s in batch]
     outside = next(r for r in babi.ROOMS if all(r not in f.lower() for f in samples[2].facts))
