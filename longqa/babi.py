@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PEOPLE = ("John", "Mary", "Sandra", "Daniel")
 PEOPLE_QA5 = ("Bill", "Fred", "Jeff", "Mary")
@@ -44,7 +44,9 @@ _WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 Action = tuple[str, ...]  # ("move", p, room) | ("get", p, obj) | ("drop", p, obj) | ("give", p, obj, q)
-Item = str | tuple[str, str]  # a fact sentence, or a (question, answer) pair valid at that point
+QA = tuple[str, str]  # (question, answer)
+# A fact sentence, or every (question, answer) pair valid at that point: the one to ask first, then the rest.
+Item = str | list[QA]
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Sample:
     facts: list[str]
     question: str
     answer: str
+    others: list[QA] = field(default_factory=list)  # the story's other questions (training asks several)
 
 
 class World:
@@ -128,43 +131,40 @@ def sentence(act: Action, rng: random.Random) -> str:
     return f"{p} {rng.choice(GIVE_VERBS)} the {x} to {act[3]}."
 
 
-def _question(task: str, w: World, rng: random.Random) -> tuple[str, str] | None:
-    """A random question of the task's kind that the world state answers, or None if none is defined."""
+def questions(task: str, w: World) -> list[QA]:
+    """Every question of the task's kind that the world state answers, in a fixed order."""
     if task == "qa1":
-        if not w.loc:
-            return None
-        p = rng.choice(sorted(w.loc))
-        return f"Where is {p}?", w.loc[p]
+        return [(f"Where is {p}?", w.loc[p]) for p in sorted(w.loc)]
     if task == "qa2":
-        if not w.obj_loc:
-            return None
-        o = rng.choice(sorted(w.obj_loc))
-        return f"Where is the {o}?", w.obj_loc[o]
+        return [(f"Where is the {o}?", w.obj_loc[o]) for o in sorted(w.obj_loc)]
     if task == "qa3":
         # (object, room) -> the room before the object last entered it; needs an earlier room.
         before: dict[tuple[str, str], str] = {}
         for o, hist in sorted(w.history.items()):
             for i in range(1, len(hist)):
                 before[(o, hist[i])] = hist[i - 1]
-        if not before:
-            return None
-        o, r = rng.choice(sorted(before))
-        return f"Where was the {o} before the {r}?", before[(o, r)]
+        return [(f"Where was the {o} before the {r}?", before[(o, r)]) for o, r in sorted(before)]
     if task == "qa5":
         if w.last_give is None:
-            return None
+            return []
         # Each form's key matches the last give, so "the latest matching give" is this one.
         p, o, q = w.last_give
-        return rng.choice(
-            [
-                (f"What did {p} give to {q}?", o),
-                (f"Who gave the {o} to {q}?", p),
-                (f"Who did {p} give the {o} to?", q),
-                (f"Who gave the {o}?", p),
-                (f"Who received the {o}?", q),
-            ]
-        )
+        return [
+            (f"What did {p} give to {q}?", o),
+            (f"Who gave the {o} to {q}?", p),
+            (f"Who did {p} give the {o} to?", q),
+            (f"Who gave the {o}?", p),
+            (f"Who received the {o}?", q),
+        ]
     raise ValueError(f"unknown task {task!r}")
+
+
+def _ask(qs: list[QA], rng: random.Random) -> list[QA]:
+    """One question drawn from qs, first, then the others in order (empty if qs is)."""
+    if not qs:
+        return []
+    first = rng.choice(qs)
+    return [first] + [x for x in qs if x != first]
 
 
 def _qa4_story(rng: random.Random) -> list[str]:
@@ -189,20 +189,19 @@ def _qa4_neighbours(facts: list[str]) -> dict[tuple[str, str], str]:
     return nb
 
 
-def _qa4_question(facts: list[str], rng: random.Random) -> tuple[str, str]:
+def _qa4_questions(facts: list[str]) -> list[QA]:
     # Relations are bAbI's adjacency: "north of X" is X's direct neighbour, never one two steps away.
-    nb = _qa4_neighbours(facts)
     options = []
-    for (room, d), other in sorted(nb.items()):  # other is d of room
+    for (room, d), other in sorted(_qa4_neighbours(facts).items()):  # other is d of room
         options.append((f"What is {d} of the {room}?", other))
         options.append((f"What is the {room} {OPPOSITE[d]} of?", other))  # room is opposite-d of other
-    return rng.choice(options)
+    return options
 
 
 def generate(task: str, rng: random.Random) -> Sample:
     if task == "qa4":
         facts = _qa4_story(rng)
-        return Sample(task, facts, *_qa4_question(facts, rng))
+        return _sample(task, facts, _ask(_qa4_questions(facts), rng))
     if task == "qa5":
         return _generate_qa5(rng)
     if task not in ("qa1", "qa2", "qa3"):
@@ -211,9 +210,13 @@ def generate(task: str, rng: random.Random) -> Sample:
     while True:  # re-simulate at the same length until the question is defined
         w = World(PEOPLE)
         facts = [w.step(rng, _WEIGHTS[task]) for _ in range(n)]
-        qa = _question(task, w, rng)
-        if qa is not None:
-            return Sample(task, facts, *qa)
+        asked = _ask(questions(task, w), rng)
+        if asked:
+            return _sample(task, facts, asked)
+
+
+def _sample(task: str, facts: list[str], asked: list[QA]) -> Sample:
+    return Sample(task, facts, *asked[0], others=asked[1:])
 
 
 def _generate_qa5(rng: random.Random) -> Sample:
@@ -230,13 +233,11 @@ def _generate_qa5(rng: random.Random) -> Sample:
     w, facts = cut
     no_give = {k: v for k, v in _WEIGHTS["qa5"].items() if k != "give"}
     facts += [w.step(rng, no_give) for _ in range(rng.randint(*QA5_AFTER))]
-    qa = _question("qa5", w, rng)
-    assert qa is not None  # the world has a last give
-    return Sample("qa5", facts, *qa)
+    return _sample("qa5", facts, _ask(questions("qa5", w), rng))  # the world has a last give
 
 
 def dense_stream(task: str, rng: random.Random, n_facts: int) -> list[Item]:
-    """n_facts facts with a (question, answer) valid at that point after every 1–3 facts.
+    """n_facts facts with the questions valid at that point after every 1–3 facts (see Item).
 
     QA4 stories are two facts long, so its stream is a series of independent two-fact stories, each
     followed by 1–2 questions about it.
@@ -247,7 +248,7 @@ def dense_stream(task: str, rng: random.Random, n_facts: int) -> list[Item]:
             facts = _qa4_story(rng)[:n_facts]
             n_facts -= len(facts)
             items += facts
-            items += [_qa4_question(facts, rng) for _ in range(rng.randint(1, 2))]
+            items += [_ask(_qa4_questions(facts), rng) for _ in range(rng.randint(1, 2))]
         return items
     if task not in _WEIGHTS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -257,9 +258,9 @@ def dense_stream(task: str, rng: random.Random, n_facts: int) -> list[Item]:
         items.append(w.step(rng, _WEIGHTS[task]))
         gap -= 1
         if gap <= 0:
-            qa = _question(task, w, rng)
-            if qa is not None:  # nothing determined yet: try again after the next fact
-                items.append(qa)
+            asked = _ask(questions(task, w), rng)
+            if asked:  # nothing determined yet: try again after the next fact
+                items.append(asked)
                 gap = rng.randint(1, 3)
     return items
 

@@ -59,6 +59,9 @@ class Stage:
     # come through memory as in `ask`, were 28 % of the answer tokens at one segment and 2.0 % at 16
     # (training/answer_share.py). A number w: mean inline loss + w * mean final loss, a fixed share at any length.
     final_weight: float | None = None
+    # Questions after each row's context, each read from the same final memory in its own question segment,
+    # as `ask` reads one. Every one is one more example of the memory path for a few tokens of compute.
+    final_questions: int = 1
 
 
 @dataclass
@@ -112,20 +115,20 @@ class ExampleMaker:
         labels = [IGNORE] * len(q) + a + [self.eos] + [IGNORE]
         return ids, labels
 
-    def dense(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], tuple[str, str]]:
-        """Dense stream of about n_tokens context tokens. The first question reached after n_tokens becomes
-        the final (read-only) question instead of being answered inline, so it is valid at the end."""
+    def dense(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], list[babi.QA]]:
+        """Dense stream of about n_tokens context tokens. The first questions reached after n_tokens become
+        the final (read-only) questions instead of being answered inline, so they are valid at the end."""
         ids: list[int] = []
         labels: list[int] = []
         for item in babi.dense_stream(task, rng, max(8, n_tokens // 8)):
-            if isinstance(item, tuple) and len(ids) >= n_tokens:
+            if isinstance(item, list) and len(ids) >= n_tokens:
                 return ids, labels, item
             if rng.random() < self.noise_share:
                 noise = self.bank.sentence_ids(rng)
                 ids += noise
                 labels += [IGNORE] * len(noise)
-            if isinstance(item, tuple):
-                qa_ids, qa_labels = self.qa(*item)
+            if isinstance(item, list):
+                qa_ids, qa_labels = self.qa(*item[0])
                 ids += qa_ids
                 labels += qa_labels
             else:
@@ -134,39 +137,45 @@ class ExampleMaker:
                 labels += [IGNORE] * len(fact)
         return self.single(rng, task, n_tokens)  # stream ran out first (rare): a plain BABILong example
 
-    def single(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], tuple[str, str]]:
+    def single(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], list[babi.QA]]:
         sample = babi.generate(task, rng)
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
-        return hay.context_ids.tolist(), [IGNORE] * hay.n_tokens, (sample.question, sample.answer)
+        return hay.context_ids.tolist(), [IGNORE] * hay.n_tokens, [(sample.question, sample.answer), *sample.others]
 
     def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
         task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
         # Leave room so the context fits the drawn number of segments.
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         make = self.dense if rng.random() < stage.dense else self.single
-        ids, labels, (question, answer) = make(rng, task, n_tokens)
-        q_ids, q_labels = self.qa(question, answer)
-        return {"ids": ids, "labels": labels, "q_ids": q_ids, "q_labels": q_labels, "task": task}
+        ids, labels, asked = make(rng, task, n_tokens)
+        finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
+        qs = [self.qa(q, a) for q, a in finals]
+        return {"ids": ids, "labels": labels, "q_ids": [q for q, _ in qs], "q_labels": [la for _, la in qs], "task": task}
 
 
 def collate(examples: list[dict], segment_len: int, pad: int) -> dict[str, torch.Tensor]:
+    """Contexts padded to whole segments, one row per example; final questions one row each, with q_row
+    naming the context row whose memory each question reads, and task per question row."""
     n_seg = max(math.ceil(len(e["ids"]) / segment_len) for e in examples)
     T = n_seg * segment_len
-    Q = max(len(e["q_ids"]) for e in examples)
+    qs = [(i, q, la) for i, e in enumerate(examples) for q, la in zip(e["q_ids"], e["q_labels"])]
+    Q = max(len(q) for _, q, _ in qs)
     out = {
         "ids": torch.full((len(examples), T), pad),
         "labels": torch.full((len(examples), T), IGNORE),
         "lengths": torch.tensor([len(e["ids"]) for e in examples]),
-        "q_ids": torch.full((len(examples), Q), pad),
-        "q_labels": torch.full((len(examples), Q), IGNORE),
-        "q_lengths": torch.tensor([len(e["q_ids"]) for e in examples]),
-        "task": torch.tensor([babi.TASKS.index(e["task"]) for e in examples]),
+        "q_ids": torch.full((len(qs), Q), pad),
+        "q_labels": torch.full((len(qs), Q), IGNORE),
+        "q_lengths": torch.tensor([len(q) for _, q, _ in qs]),
+        "q_row": torch.tensor([i for i, _, _ in qs]),
+        "task": torch.tensor([babi.TASKS.index(examples[i]["task"]) for i, _, _ in qs]),
     }
     for i, e in enumerate(examples):
         out["ids"][i, : len(e["ids"])] = torch.tensor(e["ids"])
         out["labels"][i, : len(e["labels"])] = torch.tensor(e["labels"])
-        out["q_ids"][i, : len(e["q_ids"])] = torch.tensor(e["q_ids"])
-        out["q_labels"][i, : len(e["q_labels"])] = torch.tensor(e["q_labels"])
+    for j, (_, q, la) in enumerate(qs):
+        out["q_ids"][j, : len(q)] = torch.tensor(q)
+        out["q_labels"][j, : len(la)] = torch.tensor(la)
     return out
 
 
@@ -245,8 +254,8 @@ class LossModule(nn.Module):
     def forward(
         self, b: dict[str, torch.Tensor], A0: torch.Tensor, z0: torch.Tensor, final_weight: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, MemoryState]:
-        """Loss (weighted as Stage.final_weight says), the final answers' mean loss (detached), per-row exact
-        match, task ids, and the detached memory after the context (for carrying).
+        """Loss (weighted as Stage.final_weight says), the final answers' mean loss (detached), exact match and
+        task id per final question, and the detached memory after the context (for carrying).
         A0, z0: the memory each row starts from (plain tensors, so DDP passes them through)."""
         m = self.model
         S = m.config.segment_len
@@ -267,7 +276,7 @@ class LossModule(nn.Module):
                 loss = loss + F.cross_entropy(m.logits(h[sel]).float(), labels[sel], reduction="sum")
                 count += int(sel.sum())
         carried = MemoryState(state.A.detach(), state.z.detach())
-        h = m.read_only(b["q_ids"], state, b["q_lengths"])
+        h = m.read_only(b["q_ids"], state.rows(b["q_row"]), b["q_lengths"])
         sel = b["q_labels"] != IGNORE
         logits = m.logits(h[sel]).float()
         final = F.cross_entropy(logits, b["q_labels"][sel], reduction="sum")
@@ -377,7 +386,7 @@ def start_state(
 
 
 def exact_by_task(exact: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
-    """Final-answer exact match over a window of rows: overall and per task."""
+    """Final-answer exact match over a window of final questions: overall and per task."""
     out = {"exact": float(exact.float().mean())}
     for i, name in enumerate(babi.TASKS):
         sel = task == i

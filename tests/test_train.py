@@ -199,6 +199,28 @@ def test_final_weight_gives_the_final_answers_their_own_share_of_the_loss(tmp_pa
     torch.testing.assert_close(loss_mod(b, state.A, state.z, 2.0)[0], inline + 2.0 * final)
 
 
+def test_several_final_questions_each_read_their_own_rows_memory(tmp_path: Path) -> None:
+    stage = Stage(steps=1, max_segments=2, dense=0.5, final_questions=3)
+    model, batches = tiny_model_and_batches(tiny_config(tmp_path, [stage]))
+    b = next(batches)
+    rows = b["q_row"].tolist()
+    assert len(rows) > len(b["ids"]) and sorted(set(rows)) == list(range(len(b["ids"])))
+    assert all(rows.count(r) <= 3 for r in rows)
+    loss_mod = LossModule(model, False)
+    state = model.new_state(len(b["ids"]), torch.device("cpu"))
+    _, final, exact, task, _ = loss_mod(b, state.A, state.z, 1.0)
+    assert len(exact) == len(task) == len(rows)
+    # The same, one row at a time: each row's questions after that row's context alone.
+    summed = 0.0
+    for r in range(len(b["ids"])):
+        q = b["q_row"] == r
+        one = {**{k: b[k][r : r + 1] for k in ("ids", "labels", "lengths")},
+               **{k: b[k][q] for k in ("q_ids", "q_labels", "q_lengths", "task")}, "q_row": torch.zeros(int(q.sum()), dtype=torch.long)}
+        alone = model.new_state(1, torch.device("cpu"))
+        summed += float(loss_mod(one, alone.A, alone.z, 1.0)[1]) * int((one["q_labels"] != -100).sum())
+    torch.testing.assert_close(float(final) * int((b["q_labels"] != -100).sum()), summed, rtol=1e-4, atol=1e-4)
+
+
 def test_start_state_carries_rows_only_when_asked() -> None:
     model = ARMTModel(ARMTConfig(vocab_size=64, **TINY))
     carried = MemoryState(torch.rand(3, 2, model.config.d_key, 32) + 1, torch.rand(3, 2, model.config.d_key) + 1)

@@ -34,7 +34,7 @@ def main() -> None:
         for _ in range(args.rows):
             e = maker.example(rng, stage, rng.randint(1, stage.max_segments))
             inline += sum(label != IGNORE for label in e["labels"])
-            final += sum(label != IGNORE for label in e["q_labels"])
+            final += sum(label != IGNORE for labels in e["q_labels"] for label in labels)
         print(f"| {i} | {stage.max_segments} | {stage.dense} | {100 * final / (inline + final):.1f} % |")
 
 

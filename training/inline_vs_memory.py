@@ -49,7 +49,7 @@ def main() -> None:
             if len(facts) + len(q_ids) > S:
                 skipped += 1
                 continue
-            mem_ex.append({"ids": facts, "labels": [IGNORE] * len(facts), "q_ids": q_ids, "q_labels": q_labels, "task": task})
+            mem_ex.append({"ids": facts, "labels": [IGNORE] * len(facts), "q_ids": [q_ids], "q_labels": [q_labels], "task": task})
             inline_ex.append({**mem_ex[-1], "ids": facts + q_ids, "labels": [IGNORE] * len(facts) + q_labels})
         with torch.inference_mode():
             b = collate(mem_ex, S, model.config.pad_token_id)
