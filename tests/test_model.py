@@ -16,7 +16,7 @@ import torch
 
 from longqa.engine import load_checkpoint
 from longqa.errors import InputError
-from longqa.model import ARMT_VERSION, ARMTConfig, ARMTModel, AssociativeMemory, MemoryState, dpfp
+from longqa.model import ARMT_VERSION, ARMTConfig, ARMTModel, AssociativeMemory, MemoryState, alibi_bias, dpfp
 
 torch.set_num_threads(1)
 
@@ -277,8 +277,9 @@ def _some_state(model: ARMTModel, batch: int, seed: int) -> MemoryState:
     return state
 
 
-def test_padding_only_row_leaves_its_state_untouched() -> None:
-    model = random_model()
+@pytest.mark.parametrize("alibi", [False, True])
+def test_padding_only_row_leaves_its_state_untouched(alibi: bool) -> None:
+    model = random_model(alibi=alibi)
     state = _some_state(model, 3, seed=1)
     ids = torch.randint(3, 50, (3, model.config.segment_len))
     ids[1] = model.config.pad_token_id
@@ -287,8 +288,9 @@ def test_padding_only_row_leaves_its_state_untouched() -> None:
     assert not torch.equal(new.A[0], state.A[0]) and not torch.equal(new.A[2], state.A[2])
 
 
-def test_row_in_a_ragged_batch_equals_the_row_alone() -> None:
-    model = random_model()
+@pytest.mark.parametrize("alibi", [False, True])
+def test_row_in_a_ragged_batch_equals_the_row_alone(alibi: bool) -> None:
+    model = random_model(alibi=alibi)
     S = model.config.segment_len
     state = _some_state(model, 4, seed=2)
     ids = torch.randint(3, 50, (4, S))
@@ -302,8 +304,9 @@ def test_row_in_a_ragged_batch_equals_the_row_alone() -> None:
     assert torch.allclose(batched.A[0], full.A[0], atol=1e-5)
 
 
-def test_padding_content_does_not_matter() -> None:
-    model = random_model()
+@pytest.mark.parametrize("alibi", [False, True])
+def test_padding_content_does_not_matter(alibi: bool) -> None:
+    model = random_model(alibi=alibi)
     S = model.config.segment_len
     state = _some_state(model, 1, seed=3)
     ids = torch.randint(3, 50, (1, S))
@@ -314,8 +317,9 @@ def test_padding_content_does_not_matter() -> None:
     assert torch.allclose(a.A, b.A, atol=1e-6) and torch.allclose(a.z, b.z, atol=1e-6)
 
 
-def test_hidden_states_are_causal_within_a_segment() -> None:
-    model = random_model()
+@pytest.mark.parametrize("alibi", [False, True])
+def test_hidden_states_are_causal_within_a_segment(alibi: bool) -> None:
+    model = random_model(alibi=alibi)
     S = model.config.segment_len
     ids = torch.randint(3, 50, (1, S))
     later = ids.clone()
@@ -327,14 +331,32 @@ def test_hidden_states_are_causal_within_a_segment() -> None:
     assert not torch.allclose(h1[0, 5], h2[0, 5])
 
 
-def test_answer_of_a_row_in_a_batch_equals_the_row_alone() -> None:
-    model = random_model(max_answer_tokens=3)
+@pytest.mark.parametrize("alibi", [False, True])
+def test_answer_of_a_row_in_a_batch_equals_the_row_alone(alibi: bool) -> None:
+    model = random_model(alibi=alibi, max_answer_tokens=3)
     state = _some_state(model, 2, seed=4)
     qs = [[5, 6, 7, 1], [8, 1]]
     both = model.answer(state, qs)
     assert both[0] == model.answer(state.rows(slice(0, 1)), qs[:1])[0]
     assert both[1] == model.answer(state.rows(slice(1, 2)), qs[1:])[0]
     assert all(len(a) <= 3 for a in both)
+
+
+def test_alibi_bias_falls_with_distance_per_head_and_hides_the_future() -> None:
+    bias = alibi_bias(4, 5, torch.device("cpu"))
+    assert bias.shape == (4, 5, 5)
+    assert torch.isinf(bias[:, 0, 1:]).all() and (bias[:, 2, :3] <= 0).all()
+    torch.testing.assert_close(bias[:, 4, 0], -4 * torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]))
+    assert (bias.diagonal(dim1=1, dim2=2) == 0).all()
+
+
+def test_alibi_changes_attention_and_is_saved(tmp_path: Path) -> None:
+    ids = torch.randint(3, 50, (1, 8))
+    with torch.inference_mode():
+        plain, biased = (m.read_segment(ids, m.new_state(1))[0] for m in (random_model(), random_model(alibi=True)))
+    assert not torch.allclose(plain, biased)
+    random_model(alibi=True).save_pretrained(tmp_path)
+    assert ARMTModel.from_pretrained(tmp_path).config.alibi
 
 
 # ---- config and checkpoints ---------------------------------------------------------------------

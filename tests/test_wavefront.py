@@ -23,9 +23,9 @@ from longqa.wavefront import WavefrontReader, matmul_precision, schedule
 torch.set_num_threads(1)
 
 
-def trained_like_model(n_layers: int = 3, read_norm: bool = False) -> ARMTModel:
+def trained_like_model(n_layers: int = 3, read_norm: bool = False, alibi: bool = False) -> ARMTModel:
     cfg = ARMTConfig(vocab_size=60, d_model=16, n_layers=n_layers, n_heads=2, d_ff=32, segment_len=8, n_mem=3, d_mem=4,
-                     write_cap=True, read_norm=read_norm)
+                     write_cap=True, read_norm=read_norm, alibi=alibi)
     torch.manual_seed(0)
     model = ARMTModel(cfg).eval()
     with torch.no_grad():  # zero-initialised parts (value projection, read gain, conv) made to matter
@@ -38,13 +38,14 @@ def trained_like_model(n_layers: int = 3, read_norm: bool = False) -> ARMTModel:
 
 
 @pytest.mark.parametrize(
-    "n_layers, diagonal, compile, read_norm",
-    [(1, True, False, False), (3, True, False, False), (3, False, False, False), (3, True, True, False), (3, True, False, True)],
+    "n_layers, diagonal, compile, read_norm, alibi",
+    [(1, True, False, False, False), (3, True, False, False, False), (3, False, False, False, False),
+     (3, True, True, False, False), (3, True, False, True, False), (3, True, False, True, True)],
 )
-def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool, compile: bool, read_norm: bool) -> None:
+def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool, compile: bool, read_norm: bool, alibi: bool) -> None:
     if compile and not shutil.which(os.environ.get("CXX", "g++")):
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    model = trained_like_model(n_layers, read_norm)
+    model = trained_like_model(n_layers, read_norm, alibi)
     S, B = model.config.segment_len, 4
     g = torch.Generator().manual_seed(1)
     # 5, 1, 0 and 3 segments: rows end at different steps, one never starts; and memories that are not empty.
