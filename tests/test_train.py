@@ -291,6 +291,24 @@ def test_inline_vs_memory_script_runs(tmp_path: Path) -> None:
     assert all(0 <= row[k] <= 100 for row in table.values() for k in ("inline", "from_memory"))
 
 
+def test_qa2_cases_tells_held_from_dropped_and_moved_on(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "training"))
+    from qa2_cases import CASES, case
+
+    facts = ["Mary went to the kitchen.", "Mary picked up the milk there.", "John went to the garden."]
+    ask = "Where is the milk?"
+    assert case(babi.Sample("qa2", facts, ask, "kitchen")) == (CASES[0], "kitchen")
+    assert case(babi.Sample("qa2", facts + ["Mary discarded the milk."], ask, "kitchen")) == (CASES[1], "kitchen")
+    moved = facts + ["Mary put down the milk.", "Mary travelled to the office."]
+    assert case(babi.Sample("qa2", moved, ask, "kitchen")) == (CASES[2], "office")
+    assert case(babi.Sample("qa2", moved + ["Mary went back to the kitchen."], ask, "kitchen")) == (CASES[1], "kitchen")
+    done = subprocess.run([sys.executable, str(ROOT / "training" / "qa2_cases.py"), "-n", "4", "--noise", str(NOISE)],
+                          check=True, cwd=ROOT, capture_output=True, text=True)
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(CASES)
+    assert sum(int(r.split(" | ")[1]) for r in rows) == 4
+
+
 def test_step_times_takes_the_median_per_stage_shape(tmp_path: Path) -> None:
     # training/step_times.py backs step times in BENCHMARKS.md: a row that covered a compile must not count.
     rows = [{"step": 25 * i, "max_segments": 1, "batch": 128, "sec_per_step": t} for i, t in enumerate([3.0, 0.1, 0.1], 1)]

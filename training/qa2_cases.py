@@ -1,0 +1,79 @@
+"""QA2 accuracy by what happened to the object asked about: still held; dropped where its dropper still is;
+dropped, and the dropper moved on since. The last case needs "where was the dropper at the time of the
+drop", a latest-before lookup. Documents as `longqa eval` draws them (seed, --batch). Usage:
+  python training/qa2_cases.py [-m MODEL] [--length 0] [-n 300] [--batch 100] [--noise FILE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from longqa import babi
+from longqa.engine import Engine
+from longqa.evaluate import draw_documents
+from longqa.haystack import NoiseBank, parse_length
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = ("held", "dropped, dropper still there", "dropped, dropper moved on")
+
+
+def _verbs(verbs: tuple[str, ...]) -> str:
+    return "|".join(map(re.escape, verbs))
+
+
+ACTIONS = {
+    "move": re.compile(rf"(\w+) (?:{_verbs(babi.MOVE_VERBS)}) the (\w+)\."),
+    "get": re.compile(rf"(\w+) (?:{_verbs(babi.GET_VERBS)}) the (\w+) there\."),
+    "drop": re.compile(rf"(\w+) (?:{_verbs(babi.DROP_VERBS)}) the (\w+)\."),
+}
+
+
+def case(sample: babi.Sample) -> tuple[str, str]:
+    """Which of CASES the sample's question is, by replaying its facts, and where the last holder is now."""
+    world, last_holder = babi.World(babi.PEOPLE), {}
+    for fact in sample.facts:
+        kind, m = next((k, m) for k, rx in ACTIONS.items() if (m := rx.fullmatch(fact)))
+        world.apply((kind, m[1], m[2]))
+        if kind == "get":
+            last_holder[m[2]] = m[1]
+    obj = re.fullmatch(r"Where is the (\w+)\?", sample.question)[1]
+    now = world.loc[last_holder[obj]]
+    if obj in world.holder:
+        return CASES[0], now
+    return (CASES[1] if now == world.obj_loc[obj] else CASES[2]), now
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-m", "--model", default=str(ROOT / "weights" / "longqa-armt-small"))
+    ap.add_argument("--length", default="0", help="context tokens, as longqa eval --lengths takes them")
+    ap.add_argument("-n", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise", action="append", help="noise files (default: the held-out ones in .data/carry/noise)")
+    args = ap.parse_args()
+    noise = args.noise or [str(ROOT / ".data/carry/noise" / f) for f in ("fortunes.txt.xz", "perldoc.txt.xz")]
+    engine = Engine(args.model, device="cpu")
+    bank = NoiseBank(noise, engine.tokenizer)
+    right: dict[str, list[bool]] = {c: [] for c in CASES}
+    holder_now = 0  # wrong answers of the last case that name the room the dropper is in now
+    for samples, hays in draw_documents(bank, engine.tokenizer, "qa2", parse_length(args.length), args.n, args.seed, args.batch):
+        memories = [engine.new_memory() for _ in samples]
+        engine.read_ids(memories, [[h.context_ids] for h in hays])
+        answers = engine.answer_pairs([(m, s.question) for m, s in zip(memories, samples)])
+        for s, a in zip(samples, answers):
+            kind, now = case(s)
+            right[kind].append(babi.score("qa2", s.question, a, s.answer))
+            holder_now += kind == CASES[2] and babi.answer_labels("qa2", s.question, a) == {now}
+    print(f"| QA2 at {args.length} ({args.model}) | documents | right |")
+    print("|---|---|---|")
+    for c, r in right.items():
+        print(f"| {c} | {len(r)} | {100 * sum(r) / max(len(r), 1):.1f} % |")
+    wrong = len(right[CASES[2]]) - sum(right[CASES[2]])
+    print(f"{CASES[2]}: {holder_now} of its {wrong} wrong answers name the room the dropper is in now")
+
+
+if __name__ == "__main__":
+    main()
