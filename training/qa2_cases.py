@@ -1,6 +1,6 @@
 """QA2 accuracy by what happened to the object asked about: still held; dropped where its dropper still is;
 dropped, and the dropper moved on since. The last case needs "where was the dropper at the time of the
-drop", a latest-before lookup. Documents as `longqa eval` draws them (seed, --batch). Usage:
+drop", a latest-before lookup. The documents and answers are `longqa eval`'s (evaluate_cell). Usage:
   python training/qa2_cases.py [-m MODEL] [--length 0] [-n 300] [--batch 100] [--noise FILE ...]
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from longqa import babi
 from longqa.engine import Engine
-from longqa.evaluate import draw_documents
+from longqa.evaluate import draw_documents, evaluate_cell
 from longqa.haystack import NoiseBank, parse_length
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,16 +57,15 @@ def main() -> None:
     noise = args.noise or [str(ROOT / ".data/carry/noise" / f) for f in ("fortunes.txt.xz", "perldoc.txt.xz")]
     engine = Engine(args.model, device="cpu")
     bank = NoiseBank(noise, engine.tokenizer)
+    length = parse_length(args.length)
+    cell = evaluate_cell(engine, bank, "qa2", length, args.n, args.seed, args.batch)
+    samples = [s for batch, _ in draw_documents(bank, engine.tokenizer, "qa2", length, args.n, args.seed, args.batch) for s in batch]
     right: dict[str, list[bool]] = {c: [] for c in CASES}
     holder_now = 0  # wrong answers of the last case that name the room the dropper is in now
-    for samples, hays in draw_documents(bank, engine.tokenizer, "qa2", parse_length(args.length), args.n, args.seed, args.batch):
-        memories = [engine.new_memory() for _ in samples]
-        engine.read_ids(memories, [[h.context_ids] for h in hays])
-        answers = engine.answer_pairs([(m, s.question) for m, s in zip(memories, samples)])
-        for s, a in zip(samples, answers):
-            kind, now = case(s)
-            right[kind].append(babi.score("qa2", s.question, a, s.answer))
-            holder_now += kind == CASES[2] and babi.answer_labels("qa2", s.question, a) == {now}
+    for s, doc in zip(samples, cell.documents):
+        kind, now = case(s)
+        right[kind].append(doc["correct"])
+        holder_now += kind == CASES[2] and babi.answer_labels("qa2", s.question, doc["answer"]) == {now}
     print(f"| QA2 at {args.length} ({args.model}) | documents | right |")
     print("|---|---|---|")
     for c, r in right.items():
