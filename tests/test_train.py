@@ -309,6 +309,16 @@ def test_qa2_cases_tells_held_from_dropped_and_moved_on(tmp_path: Path) -> None:
     assert sum(int(r.split(" | ")[1]) for r in rows) == 4
 
 
+def test_log_accuracy_averages_each_task_inside_its_window(tmp_path: Path) -> None:
+    # training/log_accuracy.py backs the armt-v4 / armt-v6 comparison in training/README.md.
+    rows = [{"step": 25, "exact_qa1": 0.2}, {"step": 50, "exact_qa1": 0.4, "exact_qa2": 1.0}, {"step": 75, "exact_qa1": 0.9}]
+    log = tmp_path / "run.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run([sys.executable, str(ROOT / "training" / "log_accuracy.py"), str(log), "--windows", "0-50,50-75"],
+                          check=True, cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.splitlines()[2:] == ["| 0–50 | 30 / 100 / – / – / – |", "| 50–75 | 90 / – / – / – / – |"]
+
+
 def test_step_times_takes_the_median_per_stage_shape(tmp_path: Path) -> None:
     # training/step_times.py backs step times in BENCHMARKS.md: a row that covered a compile must not count.
     rows = [{"step": 25 * i, "max_segments": 1, "batch": 128, "sec_per_step": t} for i, t in enumerate([3.0, 0.1, 0.1], 1)]
