@@ -62,6 +62,10 @@ class Stage:
     # Questions after each row's context, each read from the same final memory in its own question segment,
     # as `ask` reads one. Every one is one more example of the memory path for a few tokens of compute.
     final_questions: int = 1
+    # QA4's wording (babi.QA4Wording): the defaults are bAbI's; less inverse wording, or the first question form
+    # only, make the curriculum that teaches the middle room of the line.
+    qa4_inverse: float = 0.5
+    qa4_relative: bool = True
 
 
 @dataclass
@@ -115,12 +119,14 @@ class ExampleMaker:
         labels = [IGNORE] * len(q) + a + [self.eos] + [IGNORE]
         return ids, labels
 
-    def dense(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], list[babi.QA]]:
+    def dense(
+        self, rng: random.Random, task: str, n_tokens: int, qa4: babi.QA4Wording = babi.BABI_QA4
+    ) -> tuple[list[int], list[int], list[babi.QA]]:
         """Dense stream of about n_tokens context tokens. The first questions reached after n_tokens become
         the final (read-only) questions instead of being answered inline, so they are valid at the end."""
         ids: list[int] = []
         labels: list[int] = []
-        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8)):
+        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), qa4):
             if isinstance(item, list) and len(ids) >= n_tokens:
                 return ids, labels, item
             if rng.random() < self.noise_share:
@@ -135,10 +141,12 @@ class ExampleMaker:
                 fact = encode_sentences(self.tok, [item])[0]
                 ids += fact
                 labels += [IGNORE] * len(fact)
-        return self.single(rng, task, n_tokens)  # stream ran out first (rare): a plain BABILong example
+        return self.single(rng, task, n_tokens, qa4)  # stream ran out first (rare): a plain BABILong example
 
-    def single(self, rng: random.Random, task: str, n_tokens: int) -> tuple[list[int], list[int], list[babi.QA]]:
-        sample = babi.generate(task, rng)
+    def single(
+        self, rng: random.Random, task: str, n_tokens: int, qa4: babi.QA4Wording = babi.BABI_QA4
+    ) -> tuple[list[int], list[int], list[babi.QA]]:
+        sample = babi.generate(task, rng, qa4)
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
         return hay.context_ids.tolist(), [IGNORE] * hay.n_tokens, [(sample.question, sample.answer), *sample.others]
 
@@ -147,7 +155,7 @@ class ExampleMaker:
         # Leave room so the context fits the drawn number of segments.
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         make = self.dense if rng.random() < stage.dense else self.single
-        ids, labels, asked = make(rng, task, n_tokens)
+        ids, labels, asked = make(rng, task, n_tokens, babi.QA4Wording(stage.qa4_inverse, stage.qa4_relative))
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
         qs = [self.qa(q, a) for q, a in finals]
         return {"ids": ids, "labels": labels, "q_ids": [q for q, _ in qs], "q_labels": [la for _, la in qs], "task": task}

@@ -198,6 +198,24 @@ def test_question_forms_all_used(task: str) -> None:
             assert any(rx.fullmatch(q) for q in qs), rx.pattern
 
 
+@pytest.mark.parametrize("inverse", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("relative", [False, True])
+def test_qa4_curriculum_wordings(inverse: float, relative: bool) -> None:
+    """The training curriculum's easier QA4: facts worded from one room only, one question form; still right."""
+    wording = babi.QA4Wording(inverse, relative)
+    rng = random.Random(2)
+    stories = [babi.generate("qa4", rng, wording) for _ in range(300)]
+    dense = [x for x in babi.dense_stream("qa4", rng, 200, wording) if isinstance(x, str)]
+    facts = [f for s in stories for f in s.facts] + dense
+    first_dir = Counter(RELATION.fullmatch(f)[2] in ("north", "east") for f in facts)  # type: ignore[index]
+    assert first_dir[True] / len(facts) == pytest.approx(1 - inverse, abs=0.06)
+    for s in stories:
+        asked = [(s.question, s.answer), *s.others]
+        assert all(a == qa4_answer(s.facts, q) for q, a in asked)
+        assert len(asked) == (8 if relative else 4)
+        assert any(Q_REL_OF.fullmatch(q) for q, _ in asked) == relative
+
+
 @pytest.mark.parametrize("task", babi.TASKS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_dense_stream_answers(task: str, seed: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -245,6 +246,18 @@ def test_task_weights_select_the_tasks_drawn() -> None:
     assert {maker.example(rng, stage, 2)["task"] for _ in range(20)} == {"qa3"}
     uniform = replace(stage, task_weights=None)
     assert {maker.example(rng, uniform, 1)["task"] for _ in range(200)} == set(babi.TASKS)
+
+
+def test_stage_qa4_wording_reaches_every_example() -> None:
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    maker = ExampleMaker(tok, NoiseBank([str(NOISE)], tok), 64, 0.25)
+    rng = random.Random(0)
+    easy = Stage(1, 2, 0.5, task_weights=[0, 0, 0, 1, 0], final_questions=8, qa4_inverse=0.0, qa4_relative=False)
+    text = " ".join(tok.decode(i) for _ in range(30) for e in [maker.example(rng, easy, 2)] for i in [e["ids"], *e["q_ids"]])
+    assert re.search(r"The \w+ is (north|east) of", text) and not re.search(r"The \w+ is (south|west) of", text)
+    assert re.search(r"What is (north|east) of the", text) and not re.search(r"What is the \w+ \w+ of", text)
+    text = " ".join(tok.decode(i) for _ in range(30) for e in [maker.example(rng, replace(easy, qa4_inverse=0.5, qa4_relative=True), 2)] for i in [e["ids"], *e["q_ids"]])
+    assert re.search(r"The \w+ is (south|west) of", text) and re.search(r"What is the \w+ (north|south|east|west) of", text)
 
 
 def test_exact_by_task() -> None:
