@@ -304,6 +304,18 @@ def test_inline_vs_memory_script_runs(tmp_path: Path) -> None:
     assert all(0 <= row[k] <= 100 for row in table.values() for k in ("inline", "from_memory"))
 
 
+def test_qa4_cases_tells_end_from_middle_room() -> None:
+    sys.path.insert(0, str(ROOT / "training"))
+    from qa4_cases import CASES, case
+
+    facts = ["The kitchen is north of the garden.", "The office is south of the garden."]
+    assert case(babi.Sample("qa4", facts, "What is north of the garden?", "kitchen")) == CASES[1]
+    assert case(babi.Sample("qa4", facts, "What is the kitchen north of?", "garden")) == CASES[0]  # "The kitchen"
+    assert case(babi.Sample("qa4", facts, "What is south of the kitchen?", "garden")) == CASES[0]
+    subject_first = ["The garden is north of the office.", "The kitchen is north of the garden."]
+    assert case(babi.Sample("qa4", subject_first, "What is south of the garden?", "office")) == CASES[1]
+
+
 def test_qa2_cases_tells_held_from_dropped_and_moved_on(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "training"))
     from qa2_cases import CASES, case

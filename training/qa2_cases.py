@@ -6,16 +6,13 @@ drop", a latest-before lookup. The documents and answers are `longqa eval`'s (ev
 
 from __future__ import annotations
 
-import argparse
 import re
-from pathlib import Path
+
+from by_case import documents, print_table
 
 from longqa import babi
-from longqa.engine import Engine
-from longqa.evaluate import draw_documents, evaluate_cell
-from longqa.haystack import NoiseBank, parse_length
 
-ROOT = Path(__file__).resolve().parents[1]
+
 CASES = ("held", "dropped, dropper still there", "dropped, dropper moved on")
 
 
@@ -46,30 +43,14 @@ def case(sample: babi.Sample) -> tuple[str, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-m", "--model", default=str(ROOT / "weights" / "longqa-armt-small"))
-    ap.add_argument("--length", default="0", help="context tokens, as longqa eval --lengths takes them")
-    ap.add_argument("-n", type=int, default=300)
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--noise", action="append", help="noise files (default: the held-out ones in .data/carry/noise)")
-    args = ap.parse_args()
-    noise = args.noise or [str(ROOT / ".data/carry/noise" / f) for f in ("fortunes.txt.xz", "perldoc.txt.xz")]
-    engine = Engine(args.model, device="cpu")
-    bank = NoiseBank(noise, engine.tokenizer)
-    length = parse_length(args.length)
-    cell = evaluate_cell(engine, bank, "qa2", length, args.n, args.seed, args.batch)
-    samples = [s for batch, _ in draw_documents(bank, engine.tokenizer, "qa2", length, args.n, args.seed, args.batch) for s in batch]
+    args, docs = documents("qa2", 300)
     right: dict[str, list[bool]] = {c: [] for c in CASES}
     holder_now = 0  # wrong answers of the last case that name the room the dropper is in now
-    for s, doc in zip(samples, cell.documents):
+    for s, doc in docs:
         kind, now = case(s)
         right[kind].append(doc["correct"])
         holder_now += kind == CASES[2] and babi.answer_labels("qa2", s.question, doc["answer"]) == {now}
-    print(f"| QA2 at {args.length} ({args.model}) | documents | right |")
-    print("|---|---|---|")
-    for c, r in right.items():
-        print(f"| {c} | {len(r)} | {100 * sum(r) / max(len(r), 1):.1f} % |")
+    print_table(f"QA2 at {args.length} ({args.model})", right)
     wrong = len(right[CASES[2]]) - sum(right[CASES[2]])
     print(f"{CASES[2]}: {holder_now} of its {wrong} wrong answers name the room the dropper is in now")
 
