@@ -176,8 +176,8 @@ class QA4Wording:
     the question's direction, its form, the fact's direction word and the room's place in the fact, and no one of
     them alone says anything. A model trained on the default alone answered those questions at chance throughout
     (the end rooms, which one fact names, at 100 %). With facts worded one way only and the first question form,
-    the answer follows the room's place in the fact, and a fine-tune learned it in 150 steps; then each way of
-    wording, then both forms, in about 100 steps each (training/README.md)."""
+    the answer follows the room's place in the fact and the direction asked, which fine-tunes learned in 150-200
+    steps; from there, armt-v4-qa4c2 learned bAbI's wording (training/README.md)."""
 
     inverse: float = 0.5  # chance that a fact is worded from its other room: "The Y is south of the X"
     relative: bool = True  # also ask "What is the R north of?", not only "What is north of the R?"
