@@ -110,24 +110,36 @@ class World:
             self.last_give = (p, x, act[3])
             self.gives += 1
 
-    def step(self, rng: random.Random, weights: dict[str, float]) -> str:
-        """Take one random legal action of the allowed kinds; return its sentence."""
+    def hint(self, act: Action) -> str:
+        """What a sentence about `act`, not yet applied, can state that bAbI leaves to the reader (Wording.hints):
+        the room of a drop; where a mover carrying something comes from, and what they carry."""
+        kind, p = act[0], act[1]
+        if kind == "drop":
+            return f" in the {self.loc[p]}"
+        carried = [f"the {o}" for o, h in sorted(self.holder.items()) if h == p]
+        if kind == "move" and carried:
+            return f" from the {self.loc[p]} with {' and '.join(carried)}"
+        return ""
+
+    def step(self, rng: random.Random, weights: dict[str, float], hints: float = 0.0) -> str:
+        """Take one random legal action of the allowed kinds; return its sentence, hinted with chance `hints`."""
         acts = self.legal()
         kinds = [k for k in weights if acts[k]]
         kind = rng.choices(kinds, [weights[k] for k in kinds])[0]
         act = rng.choice(acts[kind])
+        hint = self.hint(act) if hints and rng.random() < hints else ""  # no draw at bAbI's wording
         self.apply(act)
-        return sentence(act, rng)
+        return sentence(act, rng, hint)
 
 
-def sentence(act: Action, rng: random.Random) -> str:
+def sentence(act: Action, rng: random.Random, hint: str = "") -> str:
     kind, p, x = act[0], act[1], act[2]
     if kind == "move":
-        return f"{p} {rng.choice(MOVE_VERBS)} the {x}."
+        return f"{p} {rng.choice(MOVE_VERBS)} the {x}{hint}."
     if kind == "get":
         return f"{p} {rng.choice(GET_VERBS)} the {x} there."
     if kind == "drop":
-        return f"{p} {rng.choice(DROP_VERBS)} the {x}."
+        return f"{p} {rng.choice(DROP_VERBS)} the {x}{hint}."
     return f"{p} {rng.choice(GIVE_VERBS)} the {x} to {act[3]}."
 
 
@@ -168,31 +180,37 @@ def _ask(qs: list[QA], rng: random.Random) -> list[QA]:
 
 
 @dataclass(frozen=True)
-class QA4Wording:
-    """How QA4 is worded. The default is bAbI's, and what `longqa eval` asks: each fact names either of its two
-    rooms first, and both question forms are asked.
+class Wording:
+    """How stories are worded. The defaults are bAbI's, and what `longqa eval` asks; the easier settings are
+    training curricula, each of which states something that bAbI leaves to the reader.
 
-    The easier settings are a training curriculum. About the middle room of the line, the answer is a parity of
-    the question's direction, its form, the fact's direction word and the room's place in the fact, and no one of
-    them alone says anything. A model trained on the default alone answered those questions at chance throughout
-    (the end rooms, which one fact names, at 100 %). With facts worded one way only and the first question form,
-    the answer follows the room's place in the fact and the direction asked, which fine-tunes learned in 150-200
-    steps; from there, armt-v4-qa4c2 learned bAbI's wording (training/README.md)."""
+    QA4: each fact names either of its two rooms first, and both question forms are asked. About the middle room
+    of the line, the answer is a parity of the question's direction, its form, the fact's direction word and the
+    room's place in the fact, and no one of them alone says anything. A model trained on the default alone
+    answered those questions at chance throughout (the end rooms, which one fact names, at 100 %). With facts
+    worded one way only and the first question form, the answer follows the room's place in the fact and the
+    direction asked, which fine-tunes learned in 150-200 steps; from there, armt-v4-qa4c2 learned bAbI's wording
+    (training/README.md).
 
-    inverse: float = 0.5  # chance that a fact is worded from its other room: "The Y is south of the X"
-    relative: bool = True  # also ask "What is the R north of?", not only "What is north of the R?"
+    QA2/QA3: where a dropped object lies, and where a carried one came from, are the room its holder was in at
+    the time, a latest-before lookup (training/qa2_cases.py, qa3_cases.py). A hinted fact says so outright:
+    "Mary dropped the milk in the office.", "Mary went to the garden from the office with the milk."."""
+
+    qa4_inverse: float = 0.5  # chance that a fact is worded from its other room: "The Y is south of the X"
+    qa4_relative: bool = True  # also ask "What is the R north of?", not only "What is north of the R?"
+    hints: float = 0.0  # chance that a drop, or a move by someone carrying something, is hinted as above
 
 
-BABI_QA4 = QA4Wording()
+BABI = Wording()
 
 
-def _qa4_story(rng: random.Random, wording: QA4Wording = BABI_QA4) -> list[str]:
+def _qa4_story(rng: random.Random, wording: Wording = BABI) -> list[str]:
     """Two relation facts, in random order and wording, over three rooms in a line."""
     d, od = rng.choice((("north", "south"), ("east", "west")))
     a, b, c = rng.sample(ROOMS, 3)  # a is d of b, b is d of c
     facts = []
     for x, y in rng.sample([(a, b), (b, c)], 2):
-        facts.append(f"The {x} is {d} of the {y}." if rng.random() < 1 - wording.inverse else f"The {y} is {od} of the {x}.")
+        facts.append(f"The {x} is {d} of the {y}." if rng.random() < 1 - wording.qa4_inverse else f"The {y} is {od} of the {x}.")
     return facts
 
 
@@ -208,20 +226,20 @@ def _qa4_neighbours(facts: list[str]) -> dict[tuple[str, str], str]:
     return nb
 
 
-def _qa4_questions(facts: list[str], wording: QA4Wording = BABI_QA4) -> list[QA]:
+def _qa4_questions(facts: list[str], wording: Wording = BABI) -> list[QA]:
     # Relations are bAbI's adjacency: "north of X" is X's direct neighbour, never one two steps away.
     options = []
     for (room, d), other in sorted(_qa4_neighbours(facts).items()):  # other is d of room
         options.append((f"What is {d} of the {room}?", other))
-        if wording.relative:
+        if wording.qa4_relative:
             options.append((f"What is the {room} {OPPOSITE[d]} of?", other))  # room is opposite-d of other
     return options
 
 
-def generate(task: str, rng: random.Random, qa4: QA4Wording = BABI_QA4) -> Sample:
+def generate(task: str, rng: random.Random, wording: Wording = BABI) -> Sample:
     if task == "qa4":
-        facts = _qa4_story(rng, qa4)
-        return _sample(task, facts, _ask(_qa4_questions(facts, qa4), rng))
+        facts = _qa4_story(rng, wording)
+        return _sample(task, facts, _ask(_qa4_questions(facts, wording), rng))
     if task == "qa5":
         return _generate_qa5(rng)
     if task not in ("qa1", "qa2", "qa3"):
@@ -229,7 +247,7 @@ def generate(task: str, rng: random.Random, qa4: QA4Wording = BABI_QA4) -> Sampl
     n = rng.randint(*{"qa1": QA1_FACTS, "qa2": QA2_FACTS, "qa3": QA3_FACTS}[task])
     while True:  # re-simulate at the same length until the question is defined
         w = World(PEOPLE)
-        facts = [w.step(rng, _WEIGHTS[task]) for _ in range(n)]
+        facts = [w.step(rng, _WEIGHTS[task], wording.hints) for _ in range(n)]
         asked = _ask(questions(task, w), rng)
         if asked:
             return _sample(task, facts, asked)
@@ -256,7 +274,7 @@ def _generate_qa5(rng: random.Random) -> Sample:
     return _sample("qa5", facts, _ask(questions("qa5", w), rng))  # the world has a last give
 
 
-def dense_stream(task: str, rng: random.Random, n_facts: int, qa4: QA4Wording = BABI_QA4) -> list[Item]:
+def dense_stream(task: str, rng: random.Random, n_facts: int, wording: Wording = BABI) -> list[Item]:
     """n_facts facts with the questions valid at that point after every 1–3 facts (see Item).
 
     QA4 stories are two facts long, so its stream is a series of independent two-fact stories, each
@@ -265,17 +283,17 @@ def dense_stream(task: str, rng: random.Random, n_facts: int, qa4: QA4Wording = 
     items: list[Item] = []
     if task == "qa4":
         while n_facts > 0:
-            facts = _qa4_story(rng, qa4)[:n_facts]
+            facts = _qa4_story(rng, wording)[:n_facts]
             n_facts -= len(facts)
             items += facts
-            items += [_ask(_qa4_questions(facts, qa4), rng) for _ in range(rng.randint(1, 2))]
+            items += [_ask(_qa4_questions(facts, wording), rng) for _ in range(rng.randint(1, 2))]
         return items
     if task not in _WEIGHTS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     w = World(PEOPLE_QA5 if task == "qa5" else PEOPLE)
     gap = rng.randint(1, 3)
     for _ in range(n_facts):
-        items.append(w.step(rng, _WEIGHTS[task]))
+        items.append(w.step(rng, _WEIGHTS[task], wording.hints if task != "qa5" else 0.0))
         gap -= 1
         if gap <= 0:
             asked = _ask(questions(task, w), rng)

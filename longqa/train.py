@@ -62,10 +62,12 @@ class Stage:
     # Questions after each row's context, each read from the same final memory in its own question segment,
     # as `ask` reads one. Every one is one more example of the memory path for a few tokens of compute.
     final_questions: int = 1
-    # QA4's wording (babi.QA4Wording): the defaults are bAbI's; less inverse wording, or the first question form
-    # only, make the curriculum that teaches the middle room of the line.
+    # How stories are worded (babi.Wording): the defaults are bAbI's. Less inverse QA4 wording, or its first
+    # question form only, make the curriculum that teaches the middle room of the line; hints state the rooms
+    # that QA2/QA3 otherwise leave to a latest-before lookup.
     qa4_inverse: float = 0.5
     qa4_relative: bool = True
+    hints: float = 0.0
 
 
 @dataclass
@@ -120,13 +122,13 @@ class ExampleMaker:
         return ids, labels
 
     def dense(
-        self, rng: random.Random, task: str, n_tokens: int, qa4: babi.QA4Wording = babi.BABI_QA4
+        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI
     ) -> tuple[list[int], list[int], list[babi.QA]]:
         """Dense stream of about n_tokens context tokens. The first questions reached after n_tokens become
         the final (read-only) questions instead of being answered inline, so they are valid at the end."""
         ids: list[int] = []
         labels: list[int] = []
-        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), qa4):
+        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), wording):
             if isinstance(item, list) and len(ids) >= n_tokens:
                 return ids, labels, item
             if rng.random() < self.noise_share:
@@ -141,12 +143,12 @@ class ExampleMaker:
                 fact = encode_sentences(self.tok, [item])[0]
                 ids += fact
                 labels += [IGNORE] * len(fact)
-        return self.single(rng, task, n_tokens, qa4)  # stream ran out first (rare): a plain BABILong example
+        return self.single(rng, task, n_tokens, wording)  # stream ran out first (rare): a plain BABILong example
 
     def single(
-        self, rng: random.Random, task: str, n_tokens: int, qa4: babi.QA4Wording = babi.BABI_QA4
+        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI
     ) -> tuple[list[int], list[int], list[babi.QA]]:
-        sample = babi.generate(task, rng, qa4)
+        sample = babi.generate(task, rng, wording)
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
         return hay.context_ids.tolist(), [IGNORE] * hay.n_tokens, [(sample.question, sample.answer), *sample.others]
 
@@ -155,7 +157,7 @@ class ExampleMaker:
         # Leave room so the context fits the drawn number of segments.
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         make = self.dense if rng.random() < stage.dense else self.single
-        ids, labels, asked = make(rng, task, n_tokens, babi.QA4Wording(stage.qa4_inverse, stage.qa4_relative))
+        ids, labels, asked = make(rng, task, n_tokens, babi.Wording(stage.qa4_inverse, stage.qa4_relative, stage.hints))
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
         qs = [self.qa(q, a) for q, a in finals]
         return {"ids": ids, "labels": labels, "q_ids": [q for q, _ in qs], "q_labels": [la for _, la in qs], "task": task}

@@ -202,7 +202,7 @@ def test_question_forms_all_used(task: str) -> None:
 @pytest.mark.parametrize("relative", [False, True])
 def test_qa4_curriculum_wordings(inverse: float, relative: bool) -> None:
     """The training curriculum's easier QA4: facts worded from one room only, one question form; still right."""
-    wording = babi.QA4Wording(inverse, relative)
+    wording = babi.Wording(inverse, relative)
     rng = random.Random(2)
     stories = [babi.generate("qa4", rng, wording) for _ in range(300)]
     dense = [x for x in babi.dense_stream("qa4", rng, 200, wording) if isinstance(x, str)]
@@ -214,6 +214,48 @@ def test_qa4_curriculum_wordings(inverse: float, relative: bool) -> None:
         assert all(a == qa4_answer(s.facts, q) for q, a in asked)
         assert len(asked) == (8 if relative else 4)
         assert any(Q_REL_OF.fullmatch(q) for q, _ in asked) == relative
+
+
+# The curriculum's hints (babi.Wording.hints): "<drop> in the <room>.", "<move> from the <room> with the <obj>[ and the <obj>].".
+HINTED_DROP = re.compile(rf"(.*) in the ({ROOM})\.")
+HINTED_MOVE = re.compile(rf"(.*) from the ({ROOM}) with the ((?:{OBJ})(?: and the (?:{OBJ}))*)\.")
+
+
+def replay_hinted(r: Replay, fact: str) -> tuple[bool, bool]:
+    """Check the fact's hint, if any, against the world before the fact, then replay the fact without it.
+    Returns (could have been hinted, was hinted)."""
+    p = fact.split()[0]
+    if m := HINTED_MOVE.fullmatch(fact):
+        assert r.where[p] == m[2] and sorted(m[3].split(" and the ")) == sorted(o for o, h in r.held_by.items() if h == p)
+    elif m := HINTED_DROP.fullmatch(fact):
+        assert r.where[p] == m[2]
+    plain = m[1] + "." if m else fact
+    hintable = bool(FACTS["drop"].fullmatch(plain) or (FACTS["move"].fullmatch(plain) and p in r.held_by.values()))
+    r.fact(plain)
+    return hintable, m is not None
+
+
+@pytest.mark.parametrize("task", ["qa2", "qa3"])
+@pytest.mark.parametrize("hints", [0.0, 0.5, 1.0])
+def test_hinted_stories(task: str, hints: float) -> None:
+    """Hints state what is true (a drop's room is its dropper's; a carrying mover's rooms and load are theirs),
+    come with the asked chance, and leave every answer as it was."""
+    rng = random.Random(4)
+    wording = babi.Wording(hints=hints)
+    counts = Counter()
+    for _ in range(100):
+        s = babi.generate(task, rng, wording)
+        r = Replay(task)
+        counts.update(replay_hinted(r, f) for f in s.facts)
+        assert all(a == r.answer(task, q) for q, a in [(s.question, s.answer), *s.others])
+        r = Replay(task)
+        for item in babi.dense_stream(task, rng, 40, wording):
+            if isinstance(item, str):
+                counts[replay_hinted(r, item)] += 1
+            else:
+                assert all(a == r.answer(task, q) for q, a in item)
+    assert counts[(False, True)] == 0
+    assert counts[(True, True)] / (counts[(True, True)] + counts[(True, False)]) == pytest.approx(hints, abs=0.05)
 
 
 @pytest.mark.parametrize("task", babi.TASKS)

@@ -248,7 +248,7 @@ def test_task_weights_select_the_tasks_drawn() -> None:
     assert {maker.example(rng, uniform, 1)["task"] for _ in range(200)} == set(babi.TASKS)
 
 
-def test_stage_qa4_wording_reaches_every_example() -> None:
+def test_stage_wording_reaches_every_example() -> None:
     tok = Tokenizer.from_file(str(TOKENIZER))
     maker = ExampleMaker(tok, NoiseBank([str(NOISE)], tok), 64, 0.25)
     rng = random.Random(0)
@@ -258,6 +258,11 @@ def test_stage_qa4_wording_reaches_every_example() -> None:
     assert re.search(r"What is (north|east) of the", text) and not re.search(r"What is the \w+ \w+ of", text)
     text = " ".join(tok.decode(i) for _ in range(30) for e in [maker.example(rng, replace(easy, qa4_inverse=0.5, qa4_relative=True), 2)] for i in [e["ids"], *e["q_ids"]])
     assert re.search(r"The \w+ is (south|west) of", text) and re.search(r"What is the \w+ (north|south|east|west) of", text)
+    hinted = Stage(1, 2, 0.5, task_weights=[0, 1, 0, 0, 0], hints=1.0)
+    for stage, hints in ((hinted, True), (replace(hinted, hints=0.0), False)):
+        text = " ".join(tok.decode(maker.example(rng, stage, 2)["ids"]) for _ in range(30))
+        assert bool(re.search(r"(dropped|discarded|left|put down) the \w+ in the \w+\.", text)) == hints
+        assert bool(re.search(r" the \w+ from the \w+ with the \w+", text)) == hints
 
 
 def test_exact_by_task() -> None:

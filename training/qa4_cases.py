@@ -1,6 +1,6 @@
 """QA4 accuracy by the room asked about: an end room of the line, which one fact names, or the middle room,
 which both facts name. About the middle room the answer is a parity of the question's direction and form
-and the fact's direction word and the room's place in it (babi.QA4Wording); a model without that answers
+and the fact's direction word and the room's place in it (babi.Wording); a model without that answers
 at chance there. The documents and answers are `longqa eval`'s (evaluate_cell). Usage:
   python training/qa4_cases.py [-m MODEL] [--length 0] [-n 400] [--batch 100] [--noise FILE ...]
 """

@@ -24,7 +24,7 @@ from longqa.train import IGNORE, ExampleMaker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qa4_cases import CASES, case  # noqa: E402
 
-EASY = babi.QA4Wording(inverse=0.0, relative=False)
+EASY = babi.Wording(qa4_inverse=0.0, qa4_relative=False)
 Row = tuple[list[int], list[int]]
 
 
