@@ -48,13 +48,21 @@ def mentioned_labels(task: str, facts: list[str], question: str) -> list[str]:
 
 
 def draw_documents(
-    bank: NoiseBank, tokenizer: Tokenizer, task: str, length: int, n: int, seed: int, batch: int
+    bank: NoiseBank,
+    tokenizer: Tokenizer,
+    task: str,
+    length: int,
+    n: int,
+    seed: int,
+    batch: int,
+    wording: babi.Wording = babi.BABI,
 ) -> Iterator[tuple[list[babi.Sample], list[Haystack]]]:
     """A cell's documents, `batch` at a time: the stories and their haystacks. They depend on seed and batch
-    only, so an eval's documents can be drawn again to look at its answers (training/wrong_answers.py)."""
+    only, so an eval's documents can be drawn again to look at its answers (training/wrong_answers.py).
+    Another wording than bAbI's asks a training curriculum's stories instead (training/by_case.py)."""
     rng = random.Random(f"{seed}-{task}-{length}")
     for first in range(0, n, batch):
-        samples = [babi.generate(task, rng) for _ in range(min(batch, n - first))]
+        samples = [babi.generate(task, rng, wording) for _ in range(min(batch, n - first))]
         yield samples, [build(s, bank, tokenizer, length, rng, keep_sentences=False) for s in samples]
 
 
@@ -69,6 +77,7 @@ def evaluate_cell(
     rank: int = 0,
     world: int = 1,
     prefix: int = 0,
+    wording: babi.Wording = babi.BABI,
 ) -> Cell:
     """One task x length cell, read `batch` documents at a time. With world > 1 (torchrun) every rank
     draws the same documents and reads every world-th one of each batch (so batch / world per forward);
@@ -81,7 +90,7 @@ def evaluate_cell(
     questions: list[tuple[str, str]] = []  # (question, expected) of every document
     answers: list[str] = []  # every document's, whichever rank read it
     start = time.perf_counter()
-    for samples, hays in draw_documents(bank, engine.tokenizer, task, length, n, seed, batch):
+    for samples, hays in draw_documents(bank, engine.tokenizer, task, length, n, seed, batch, wording):
         pre = [bank.run_ids(bank.sample_run(prefix_rng, prefix)) if prefix else [] for _ in samples]
         questions += [(s.question, s.answer) for s in samples]
         mine = list(range(rank, len(samples), world))

@@ -21,14 +21,17 @@ def documents(task: str, default_n: int) -> tuple[argparse.Namespace, list[tuple
     ap.add_argument("-n", type=int, default=default_n)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--hints", type=float, default=0.0, help="ask a curriculum's hinted stories (babi.Wording.hints)")
     ap.add_argument("--noise", action="append", help="noise files (default: the held-out ones in .data/carry/noise)")
     args = ap.parse_args()
     noise = args.noise or [str(ROOT / ".data/carry/noise" / f) for f in ("fortunes.txt.xz", "perldoc.txt.xz")]
-    engine = Engine(args.model, device="cpu")
+    engine = Engine(args.model, device=args.device)
     bank = NoiseBank(noise, engine.tokenizer)
     length = parse_length(args.length)
-    cell = evaluate_cell(engine, bank, task, length, args.n, args.seed, args.batch)
-    batches = draw_documents(bank, engine.tokenizer, task, length, args.n, args.seed, args.batch)
+    wording = babi.Wording(hints=args.hints)
+    cell = evaluate_cell(engine, bank, task, length, args.n, args.seed, args.batch, wording=wording)
+    batches = draw_documents(bank, engine.tokenizer, task, length, args.n, args.seed, args.batch, wording)
     return args, list(zip((s for batch, _ in batches for s in batch), cell.documents))
 
 

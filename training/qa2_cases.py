@@ -27,11 +27,17 @@ ACTIONS = {
 }
 
 
+def replay(fact: str) -> tuple[str, re.Match]:
+    """The kind of action a fact is, and its match in ACTIONS (a hinted fact, babi.Wording.hints, as its plain one)."""
+    plain = re.sub(r" (?:in|from) the \w+(?: with .*)?\.$", ".", fact)
+    return next((k, m) for k, rx in ACTIONS.items() if (m := rx.fullmatch(plain)))
+
+
 def case(sample: babi.Sample) -> tuple[str, str]:
     """Which of CASES the sample's question is, by replaying its facts, and where the last holder is now."""
     world, last_holder = babi.World(babi.PEOPLE), {}
     for fact in sample.facts:
-        kind, m = next((k, m) for k, rx in ACTIONS.items() if (m := rx.fullmatch(fact)))
+        kind, m = replay(fact)
         world.apply((kind, m[1], m[2]))
         if kind == "get":
             last_holder[m[2]] = m[1]
