@@ -193,8 +193,9 @@ class Wording:
     (training/README.md).
 
     QA2/QA3: where a dropped object lies, and where a carried one came from, are the room its holder was in at
-    the time, a latest-before lookup (training/qa2_cases.py, qa3_cases.py). A hinted fact says so outright:
-    "Mary dropped the milk in the office.", "Mary went to the garden from the office with the milk."."""
+    the time, a latest-before lookup (training/qa2_cases.py, qa3_cases.py). A hinted fact says so outright, as
+    "Mary dropped the milk in the office." and "Mary went to the garden from the office with the milk." do
+    (training/README.md, sixteenth session)."""
 
     qa4_inverse: float = 0.5  # chance that a fact is worded from its other room: "The Y is south of the X"
     qa4_relative: bool = True  # also ask "What is the R north of?", not only "What is north of the R?"
