@@ -45,8 +45,20 @@ _WEIGHTS: dict[str, dict[str, float]] = {
 
 Action = tuple[str, ...]  # ("move", p, room) | ("get", p, obj) | ("drop", p, obj) | ("give", p, obj, q)
 QA = tuple[str, str]  # (question, answer)
-# A fact sentence, or every (question, answer) pair valid at that point: the one to ask first, then the rest.
-Item = str | list[QA]
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A fact sentence, and where its subject was just before the action (None before their first move).
+    For a drop, that is where the object now lies; for a move, the room left. Finding it is the
+    latest-before lookup that QA2 and QA3 rest on; training can ask for it at the fact (Stage.where_targets)."""
+
+    text: str
+    where: str | None = None
+
+
+# A fact, or every (question, answer) pair valid at that point: the one to ask first, then the rest.
+Item = Fact | list[QA]
 
 
 @dataclass
@@ -121,15 +133,16 @@ class World:
             return f" from the {self.loc[p]} with {' and '.join(carried)}"
         return ""
 
-    def step(self, rng: random.Random, weights: dict[str, float], hints: float = 0.0) -> str:
-        """Take one random legal action of the allowed kinds; return its sentence, hinted with chance `hints`."""
+    def step(self, rng: random.Random, weights: dict[str, float], hints: float = 0.0) -> Fact:
+        """Take one random legal action of the allowed kinds; return its fact, hinted with chance `hints`."""
         acts = self.legal()
         kinds = [k for k in weights if acts[k]]
         kind = rng.choices(kinds, [weights[k] for k in kinds])[0]
         act = rng.choice(acts[kind])
         hint = self.hint(act) if hints and rng.random() < hints else ""  # no draw at bAbI's wording
+        where = self.loc.get(act[1])
         self.apply(act)
-        return sentence(act, rng, hint)
+        return Fact(sentence(act, rng, hint), where)
 
 
 def sentence(act: Action, rng: random.Random, hint: str = "") -> str:
@@ -248,7 +261,7 @@ def generate(task: str, rng: random.Random, wording: Wording = BABI) -> Sample:
     n = rng.randint(*{"qa1": QA1_FACTS, "qa2": QA2_FACTS, "qa3": QA3_FACTS}[task])
     while True:  # re-simulate at the same length until the question is defined
         w = World(PEOPLE)
-        facts = [w.step(rng, _WEIGHTS[task], wording.hints) for _ in range(n)]
+        facts = [w.step(rng, _WEIGHTS[task], wording.hints).text for _ in range(n)]
         asked = _ask(questions(task, w), rng)
         if asked:
             return _sample(task, facts, asked)
@@ -266,12 +279,12 @@ def _generate_qa5(rng: random.Random) -> Sample:
     # Simulate n facts (longer if no give has happened yet); the story is cut after the last give.
     while len(facts) < n or cut is None:
         gives = w.gives
-        facts.append(w.step(rng, _WEIGHTS["qa5"]))
+        facts.append(w.step(rng, _WEIGHTS["qa5"]).text)
         if w.gives != gives:
             cut = copy.deepcopy(w), list(facts)
     w, facts = cut
     no_give = {k: v for k, v in _WEIGHTS["qa5"].items() if k != "give"}
-    facts += [w.step(rng, no_give) for _ in range(rng.randint(*QA5_AFTER))]
+    facts += [w.step(rng, no_give).text for _ in range(rng.randint(*QA5_AFTER))]
     return _sample("qa5", facts, _ask(questions("qa5", w), rng))  # the world has a last give
 
 
@@ -286,7 +299,7 @@ def dense_stream(task: str, rng: random.Random, n_facts: int, wording: Wording =
         while n_facts > 0:
             facts = _qa4_story(rng, wording)[:n_facts]
             n_facts -= len(facts)
-            items += facts
+            items += map(Fact, facts)
             items += [_ask(_qa4_questions(facts, wording), rng) for _ in range(rng.randint(1, 2))]
         return items
     if task not in _WEIGHTS:

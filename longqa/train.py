@@ -68,6 +68,10 @@ class Stage:
     qa4_inverse: float = 0.5
     qa4_relative: bool = True
     hints: float = 0.0
+    # Chance that a dense fact's last token is also labelled with where its subject was just before the action
+    # (babi.Fact.where). The text stays bAbI's: the loss asks for the latest-before lookup at the fact itself,
+    # where hints gave the room away and the model learned to use it, not to find it (training/README.md).
+    where_targets: float = 0.0
 
 
 @dataclass
@@ -122,10 +126,11 @@ class ExampleMaker:
         return ids, labels
 
     def dense(
-        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI
+        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI, where: float = 0.0
     ) -> tuple[list[int], list[int], list[babi.QA]]:
         """Dense stream of about n_tokens context tokens. The first questions reached after n_tokens become
-        the final (read-only) questions instead of being answered inline, so they are valid at the end."""
+        the final (read-only) questions instead of being answered inline, so they are valid at the end.
+        With chance `where` a fact's last token is labelled with the first token of its Fact.where."""
         ids: list[int] = []
         labels: list[int] = []
         for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), wording):
@@ -140,9 +145,11 @@ class ExampleMaker:
                 ids += qa_ids
                 labels += qa_labels
             else:
-                fact = encode_sentences(self.tok, [item])[0]
+                fact = encode_sentences(self.tok, [item.text])[0]
                 ids += fact
                 labels += [IGNORE] * len(fact)
+                if where and item.where and rng.random() < where:  # no draw at 0: bAbI's streams stay as they were
+                    labels[-1] = encode_sentences(self.tok, [item.where])[0][0]
         return self.single(rng, task, n_tokens, wording)  # stream ran out first (rare): a plain BABILong example
 
     def single(
@@ -156,8 +163,11 @@ class ExampleMaker:
         task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
         # Leave room so the context fits the drawn number of segments.
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
-        make = self.dense if rng.random() < stage.dense else self.single
-        ids, labels, asked = make(rng, task, n_tokens, babi.Wording(stage.qa4_inverse, stage.qa4_relative, stage.hints))
+        wording = babi.Wording(stage.qa4_inverse, stage.qa4_relative, stage.hints)
+        if rng.random() < stage.dense:
+            ids, labels, asked = self.dense(rng, task, n_tokens, wording, stage.where_targets)
+        else:
+            ids, labels, asked = self.single(rng, task, n_tokens, wording)
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
         qs = [self.qa(q, a) for q, a in finals]
         return {"ids": ids, "labels": labels, "q_ids": [q for q, _ in qs], "q_labels": [la for _, la in qs], "task": task}

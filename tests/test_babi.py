@@ -205,7 +205,7 @@ def test_qa4_curriculum_wordings(inverse: float, relative: bool) -> None:
     wording = babi.Wording(inverse, relative)
     rng = random.Random(2)
     stories = [babi.generate("qa4", rng, wording) for _ in range(300)]
-    dense = [x for x in babi.dense_stream("qa4", rng, 200, wording) if isinstance(x, str)]
+    dense = [x.text for x in babi.dense_stream("qa4", rng, 200, wording) if isinstance(x, babi.Fact)]
     facts = [f for s in stories for f in s.facts] + dense
     first_dir = Counter(RELATION.fullmatch(f)[2] in ("north", "east") for f in facts)  # type: ignore[index]
     assert first_dir[True] / len(facts) == pytest.approx(1 - inverse, abs=0.06)
@@ -250,8 +250,8 @@ def test_hinted_stories(task: str, hints: float) -> None:
         assert all(a == r.answer(task, q) for q, a in [(s.question, s.answer), *s.others])
         r = Replay(task)
         for item in babi.dense_stream(task, rng, 40, wording):
-            if isinstance(item, str):
-                counts[replay_hinted(r, item)] += 1
+            if isinstance(item, babi.Fact):
+                counts[replay_hinted(r, item.text)] += 1
             else:
                 assert all(a == r.answer(task, q) for q, a in item)
     assert counts[(False, True)] == 0
@@ -265,19 +265,22 @@ def test_dense_stream_answers(task: str, seed: int) -> None:
     for _ in range(50):
         n = rng.randint(1, 80)
         items = babi.dense_stream(task, rng, n)
-        assert sum(isinstance(x, str) for x in items) == n
+        assert sum(isinstance(x, babi.Fact) for x in items) == n
         run = 0  # facts since the last question
         asked = False
         r = Replay(task)
         story: list[str] = []  # QA4: facts of the current two-fact story
         for item in items:
-            if isinstance(item, str):
+            if isinstance(item, babi.Fact):
                 if task == "qa4":
                     if run == 0:  # a fact after a question starts a new, independent story
                         story = []
-                    story.append(item)
+                    story.append(item.text)
+                    assert item.where is None
                 else:
-                    r.fact(item)
+                    # where: the subject's room before the fact, as the independent replay has it
+                    assert item.where == r.where.get(item.text.split()[0])
+                    r.fact(item.text)
                 run += 1
                 # Once something is determined it stays so: a question follows every 1–3 facts.
                 assert not asked or run <= 3
@@ -301,7 +304,7 @@ def test_qa4_dense_is_series_of_short_stories() -> None:
     items = babi.dense_stream("qa4", random.Random(0), 40)
     blocks, run = [], 0
     for x in items:
-        if isinstance(x, str):
+        if isinstance(x, babi.Fact):
             run += 1
         elif run:
             blocks.append(run)
