@@ -72,6 +72,10 @@ class Stage:
     # (babi.Fact.where). The text stays bAbI's: the loss asks for the latest-before lookup at the fact itself,
     # where hints gave the room away and the model learned to use it, not to find it (training/README.md).
     where_targets: float = 0.0
+    # Chance that a dense stream's question is asked and answered inline (the rest are skipped). An inline answer
+    # stays in the context, so a later question about the same thing can copy it instead of looking it up: with
+    # every question inline, training never needs QA2's latest-before lookup where the eval's documents do.
+    inline_questions: float = 1.0
 
 
 @dataclass
@@ -126,16 +130,25 @@ class ExampleMaker:
         return ids, labels
 
     def dense(
-        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI, where: float = 0.0
+        self,
+        rng: random.Random,
+        task: str,
+        n_tokens: int,
+        wording: babi.Wording = babi.BABI,
+        where: float = 0.0,
+        inline: float = 1.0,
     ) -> tuple[list[int], list[int], list[babi.QA]]:
         """Dense stream of about n_tokens context tokens. The first questions reached after n_tokens become
         the final (read-only) questions instead of being answered inline, so they are valid at the end.
-        With chance `where` a fact's last token is labelled with the first token of its Fact.where."""
+        With chance `where` a fact's last token is labelled with the first token of its Fact.where; with
+        chance 1 - `inline` a question before the end is left out (Stage.where_targets, Stage.inline_questions)."""
         ids: list[int] = []
         labels: list[int] = []
         for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), wording):
             if isinstance(item, list) and len(ids) >= n_tokens:
                 return ids, labels, item
+            if isinstance(item, list) and inline < 1 and rng.random() >= inline:  # no draw at 1: streams as before
+                continue
             if rng.random() < self.noise_share:
                 noise = self.bank.sentence_ids(rng)
                 ids += noise
@@ -165,7 +178,7 @@ class ExampleMaker:
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         wording = babi.Wording(stage.qa4_inverse, stage.qa4_relative, stage.hints)
         if rng.random() < stage.dense:
-            ids, labels, asked = self.dense(rng, task, n_tokens, wording, stage.where_targets)
+            ids, labels, asked = self.dense(rng, task, n_tokens, wording, stage.where_targets, stage.inline_questions)
         else:
             ids, labels, asked = self.single(rng, task, n_tokens, wording)
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)

@@ -296,6 +296,21 @@ def test_where_targets_label_each_dense_fact_with_where_its_subject_was_before_i
     assert checked > 100 and unlabelled == 0
 
 
+def test_inline_questions_leave_out_the_streams_questions_but_not_the_final_ones() -> None:
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    maker = ExampleMaker(tok, NoiseBank([str(NOISE)], tok), 128, 0.25)
+    gen = tok.token_to_id(GEN)
+    stage = Stage(1, 2, 1.0, task_weights=[0, 1, 0, 0, 0], where_targets=1.0)
+    asked = {}
+    for inline in (1.0, 0.5, 0.0):
+        rng = random.Random(2)
+        rows = [maker.example(rng, replace(stage, inline_questions=inline), 2) for _ in range(60)]
+        rows = [e for e in rows if any(la != IGNORE for la in e["labels"])]  # dense, not the rare fallback
+        asked[inline] = sum(e["ids"].count(gen) for e in rows) / len(rows)
+        assert all(e["q_ids"] for e in rows)
+    assert asked[1.0] > 2 and 0.3 < asked[0.5] / asked[1.0] < 0.7 and asked[0.0] == 0, asked
+
+
 def test_exact_by_task() -> None:
     exact = torch.tensor([True, False, True, True])
     task = torch.tensor([0, 0, 2, 2])
