@@ -68,6 +68,7 @@ class Sample:
     question: str
     answer: str
     others: list[QA] = field(default_factory=list)  # the story's other questions (training asks several)
+    where: list[str | None] = field(default_factory=list)  # per fact, its Fact.where (all None for QA4)
 
 
 class World:
@@ -253,7 +254,7 @@ def _qa4_questions(facts: list[str], wording: Wording = BABI) -> list[QA]:
 def generate(task: str, rng: random.Random, wording: Wording = BABI) -> Sample:
     if task == "qa4":
         facts = _qa4_story(rng, wording)
-        return _sample(task, facts, _ask(_qa4_questions(facts, wording), rng))
+        return _sample(task, list(map(Fact, facts)), _ask(_qa4_questions(facts, wording), rng))
     if task == "qa5":
         return _generate_qa5(rng)
     if task not in ("qa1", "qa2", "qa3"):
@@ -261,30 +262,30 @@ def generate(task: str, rng: random.Random, wording: Wording = BABI) -> Sample:
     n = rng.randint(*{"qa1": QA1_FACTS, "qa2": QA2_FACTS, "qa3": QA3_FACTS}[task])
     while True:  # re-simulate at the same length until the question is defined
         w = World(PEOPLE)
-        facts = [w.step(rng, _WEIGHTS[task], wording.hints).text for _ in range(n)]
+        facts = [w.step(rng, _WEIGHTS[task], wording.hints) for _ in range(n)]
         asked = _ask(questions(task, w), rng)
         if asked:
             return _sample(task, facts, asked)
 
 
-def _sample(task: str, facts: list[str], asked: list[QA]) -> Sample:
-    return Sample(task, facts, *asked[0], others=asked[1:])
+def _sample(task: str, facts: list[Fact], asked: list[QA]) -> Sample:
+    return Sample(task, [f.text for f in facts], *asked[0], others=asked[1:], where=[f.where for f in facts])
 
 
 def _generate_qa5(rng: random.Random) -> Sample:
     n = rng.randint(*QA5_FACTS)
     w = World(PEOPLE_QA5)
-    facts: list[str] = []
-    cut: tuple[World, list[str]] | None = None
+    facts: list[Fact] = []
+    cut: tuple[World, list[Fact]] | None = None
     # Simulate n facts (longer if no give has happened yet); the story is cut after the last give.
     while len(facts) < n or cut is None:
         gives = w.gives
-        facts.append(w.step(rng, _WEIGHTS["qa5"]).text)
+        facts.append(w.step(rng, _WEIGHTS["qa5"]))
         if w.gives != gives:
             cut = copy.deepcopy(w), list(facts)
     w, facts = cut
     no_give = {k: v for k, v in _WEIGHTS["qa5"].items() if k != "give"}
-    facts += [w.step(rng, no_give).text for _ in range(rng.randint(*QA5_AFTER))]
+    facts += [w.step(rng, no_give) for _ in range(rng.randint(*QA5_AFTER))]
     return _sample("qa5", facts, _ask(questions("qa5", w), rng))  # the world has a last give
 
 

@@ -135,6 +135,7 @@ class Haystack:
     answer: str
     task: str
     n_tokens: int
+    fact_ends: np.ndarray  # index in context_ids of each fact's last token, in story order
 
 
 def build(
@@ -169,6 +170,7 @@ def build(
         prev = g
     pieces.append(noise[noise_at[prev] :])
     context = np.concatenate(pieces)
+    fact_ends = np.cumsum([len(p) for p in pieces])[1::2] - 1  # pieces alternate noise, fact, ..., noise
 
     sentences: list[str] | None = None
     if keep_sentences:
@@ -178,7 +180,7 @@ def build(
             sentences += noise_text[prev:g] + [fact]
             prev = g
         sentences += noise_text[prev:]
-    return Haystack(context, sentences, sample.question, sample.answer, sample.task, len(context))
+    return Haystack(context, sentences, sample.question, sample.answer, sample.task, len(context), fact_ends)
 
 
 def to_text(haystack: Haystack) -> str:

@@ -68,8 +68,8 @@ class Stage:
     qa4_inverse: float = 0.5
     qa4_relative: bool = True
     hints: float = 0.0
-    # Chance that a dense fact's last token is also labelled with where its subject was just before the action
-    # (babi.Fact.where). The text stays bAbI's: the loss asks for the latest-before lookup at the fact itself,
+    # Chance that a fact's last token is also labelled with where its subject was just before the action
+    # (babi.Fact.where), in dense and BABILong rows. The text stays bAbI's: the loss asks for the latest-before lookup at the fact itself,
     # where hints gave the room away and the model learned to use it, not to find it (training/README.md).
     where_targets: float = 0.0
     # Chance that a dense stream's question is asked and answered inline (the rest are skipped). An inline answer
@@ -121,6 +121,7 @@ class ExampleMaker:
     def __init__(self, tok: Tokenizer, bank: NoiseBank, segment_len: int, noise_share: float) -> None:
         self.tok, self.bank, self.S, self.noise_share = tok, bank, segment_len, noise_share
         self.gen, self.eos = tok.token_to_id(GEN), tok.token_to_id(EOS)
+        self.room_ids = {r: encode_sentences(tok, [r])[0][0] for r in babi.ROOMS}  # where-targets' labels
 
     def qa(self, question: str, answer: str) -> tuple[list[int], list[int]]:
         """question GEN answer EOS, with labels on answer and EOS (predicted from GEN onwards)."""
@@ -162,15 +163,20 @@ class ExampleMaker:
                 ids += fact
                 labels += [IGNORE] * len(fact)
                 if where and item.where and rng.random() < where:  # no draw at 0: bAbI's streams stay as they were
-                    labels[-1] = encode_sentences(self.tok, [item.where])[0][0]
-        return self.single(rng, task, n_tokens, wording)  # stream ran out first (rare): a plain BABILong example
+                    labels[-1] = self.room_ids[item.where]
+        return self.single(rng, task, n_tokens, wording, where)  # stream ran out first (rare): a plain BABILong example
 
     def single(
-        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI
+        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI, where: float = 0.0
     ) -> tuple[list[int], list[int], list[babi.QA]]:
+        """A BABILong example: its facts hidden in a noise run. Where-targets as in `dense`, at the facts."""
         sample = babi.generate(task, rng, wording)
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
-        return hay.context_ids.tolist(), [IGNORE] * hay.n_tokens, [(sample.question, sample.answer), *sample.others]
+        labels = [IGNORE] * hay.n_tokens
+        for end, room in zip(hay.fact_ends, sample.where):
+            if where and room and rng.random() < where:
+                labels[end] = self.room_ids[room]
+        return hay.context_ids.tolist(), labels, [(sample.question, sample.answer), *sample.others]
 
     def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
         task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
@@ -180,7 +186,7 @@ class ExampleMaker:
         if rng.random() < stage.dense:
             ids, labels, asked = self.dense(rng, task, n_tokens, wording, stage.where_targets, stage.inline_questions)
         else:
-            ids, labels, asked = self.single(rng, task, n_tokens, wording)
+            ids, labels, asked = self.single(rng, task, n_tokens, wording, stage.where_targets)
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
         qs = [self.qa(q, a) for q, a in finals]
         return {"ids": ids, "labels": labels, "q_ids": [q for q, _ in qs], "q_labels": [la for _, la in qs], "task": task}

@@ -157,12 +157,14 @@ def test_answers_follow_from_facts(task: str, seed: int) -> None:
         assert s.task == task
         asked = [(s.question, s.answer), *s.others]
         assert len(set(asked)) == len(asked)
+        assert len(s.where) == len(s.facts)
         if task == "qa4":
-            assert len(s.facts) == 2
+            assert len(s.facts) == 2 and s.where == [None, None]
             assert all(a == qa4_answer(s.facts, q) for q, a in asked)
         else:
             r = Replay(task)
-            for f in s.facts:
+            for f, where in zip(s.facts, s.where):
+                assert where == r.where.get(f.split()[0])  # the subject's room before the fact
                 r.fact(f)
             assert all(a == r.answer(task, q) for q, a in asked), (s.facts, asked)
         # ... and they are every question the story answers (training asks several of them)

@@ -144,6 +144,10 @@ def test_build(task: str, bank: NoiseBank, tokenizer: Tokenizer) -> None:
             h = build(sample, bank, tokenizer, target, rng)
             assert (h.question, h.answer, h.task) == (sample.question, sample.answer, task)
             assert h.n_tokens == len(h.context_ids)
+            # fact_ends: each fact's text ends there
+            assert len(h.fact_ends) == len(sample.facts)
+            for end, fact in zip(h.fact_ends, sample.facts):
+                assert tokenizer.decode(h.context_ids[: end + 1].tolist()).endswith(fact)
             # The context is exactly the project's encoding of its sentences.
             per_sentence = text.encode_sentences(tokenizer, h.sentences)
             context = h.context_ids.tolist()

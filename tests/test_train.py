@@ -266,20 +266,19 @@ def test_stage_wording_reaches_every_example() -> None:
         assert bool(re.search(r" the \w+ from the \w+ with the \w+", text)) == hints
 
 
-def test_where_targets_label_each_dense_fact_with_where_its_subject_was_before_it() -> None:
-    """Stage.where_targets: a fact's last token is labelled with its subject's room before it, by a replay of the
-    decoded text (the stream's own World is not consulted); at 0 no fact is labelled."""
+@pytest.mark.parametrize("dense", [1.0, 0.0])
+def test_where_targets_label_each_fact_with_where_its_subject_was_before_it(dense: float) -> None:
+    """Stage.where_targets: a fact's last token, in a dense or a BABILong row, is labelled with its subject's room
+    before it, by a replay of the decoded text (the story's own World is not consulted); at 0 none is."""
     tok = Tokenizer.from_file(str(TOKENIZER))
     maker = ExampleMaker(tok, NoiseBank([str(NOISE)], tok), 64, 0.25)
     rng = random.Random(1)
     move = re.compile(rf"({'|'.join(babi.PEOPLE)}) (?:{'|'.join(babi.MOVE_VERBS)}) the (\w+)\.")
     fact_end = re.compile(rf"({'|'.join(babi.PEOPLE)}) [^.?!]*\.$")
-    stage = Stage(1, 2, 1.0, task_weights=[0, 1, 0, 0, 0], where_targets=1.0)
+    stage = Stage(1, 2, dense, task_weights=[0, 1, 0, 0, 0], where_targets=1.0)
     checked = unlabelled = 0
     for _ in range(30):
         e = maker.example(rng, stage, 2)
-        if all(la == IGNORE for la in e["labels"]):
-            continue  # a stream that ran out before its length falls back to a BABILong example, unlabelled
         for i, label in enumerate(e["labels"]):
             prefix = tok.decode(e["ids"][: i + 1])
             fact = fact_end.search(prefix)
@@ -293,7 +292,7 @@ def test_where_targets_label_each_dense_fact_with_where_its_subject_was_before_i
             checked += 1
         off = maker.example(random.Random(1), replace(stage, where_targets=0.0), 2)
         unlabelled += sum(la != IGNORE and tok.decode([t]) == "." for t, la in zip(off["ids"], off["labels"]))
-    assert checked > 100 and unlabelled == 0
+    assert checked > 50 and unlabelled == 0
 
 
 def test_inline_questions_leave_out_the_streams_questions_but_not_the_final_ones() -> None:
