@@ -368,7 +368,7 @@ def test_qa4_cases_tells_end_from_middle_room() -> None:
 
 def test_qa2_cases_tells_held_from_dropped_and_moved_on(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "training"))
-    from qa2_cases import CASES, case
+    from qa2_cases import CASES, SEGMENT_CASES, case, drop_and_move
 
     facts = ["Mary went to the kitchen.", "Mary picked up the milk there.", "John went to the garden."]
     ask = "Where is the milk?"
@@ -376,12 +376,14 @@ def test_qa2_cases_tells_held_from_dropped_and_moved_on(tmp_path: Path) -> None:
     assert case(babi.Sample("qa2", facts + ["Mary discarded the milk."], ask, "kitchen")) == (CASES[1], "kitchen")
     moved = facts + ["Mary put down the milk.", "Mary travelled to the office."]
     assert case(babi.Sample("qa2", moved, ask, "kitchen")) == (CASES[2], "office")
+    assert drop_and_move(babi.Sample("qa2", moved + ["Mary went to the garden."], ask, "kitchen")) == (3, 0)
     assert case(babi.Sample("qa2", moved + ["Mary went back to the kitchen."], ask, "kitchen")) == (CASES[1], "kitchen")
     done = subprocess.run([sys.executable, str(ROOT / "training" / "qa2_cases.py"), "-n", "4", "--noise", str(NOISE)],
                           check=True, cwd=ROOT, capture_output=True, text=True)
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
-    assert [r.split(" | ")[0][2:] for r in rows] == list(CASES)
-    assert sum(int(r.split(" | ")[1]) for r in rows) == 4
+    assert [r.split(" | ")[0][2:] for r in rows] == [*CASES, *SEGMENT_CASES]
+    counts = [int(r.split(" | ")[1]) for r in rows]
+    assert sum(counts[:3]) == 4 and sum(counts[3:]) == counts[2]
 
 
 def test_log_accuracy_averages_each_task_inside_its_window(tmp_path: Path) -> None:

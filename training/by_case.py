@@ -9,12 +9,13 @@ from pathlib import Path
 from longqa import babi
 from longqa.engine import Engine
 from longqa.evaluate import draw_documents, evaluate_cell
-from longqa.haystack import NoiseBank, parse_length
+from longqa.haystack import Haystack, NoiseBank, parse_length
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def documents(task: str, default_n: int) -> tuple[argparse.Namespace, list[tuple[babi.Sample, dict]]]:
+def documents(task: str, default_n: int) -> tuple[argparse.Namespace, list[tuple[babi.Sample, dict, Haystack]]]:
+    """The command line (with the model's segment_len added), and each document's story, eval answer and haystack."""
     ap = argparse.ArgumentParser()
     ap.add_argument("-m", "--model", default=str(ROOT / "weights" / "longqa-armt-small"))
     ap.add_argument("--length", default="0", help="context tokens, as longqa eval --lengths takes them")
@@ -31,8 +32,10 @@ def documents(task: str, default_n: int) -> tuple[argparse.Namespace, list[tuple
     length = parse_length(args.length)
     wording = babi.Wording(hints=args.hints)
     cell = evaluate_cell(engine, bank, task, length, args.n, args.seed, args.batch, wording=wording)
-    batches = draw_documents(bank, engine.tokenizer, task, length, args.n, args.seed, args.batch, wording)
-    return args, list(zip((s for batch, _ in batches for s in batch), cell.documents))
+    batches = list(draw_documents(bank, engine.tokenizer, task, length, args.n, args.seed, args.batch, wording))
+    args.segment_len = engine.config.segment_len
+    samples = (s for batch, _ in batches for s in batch)
+    return args, list(zip(samples, cell.documents, (h for _, hays in batches for h in hays)))
 
 
 def print_table(title: str, right: dict[str, list[bool]]) -> None:

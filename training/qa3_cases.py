@@ -32,7 +32,7 @@ def main() -> None:
     args, docs = documents("qa3", 300)
     right: dict[str, list[bool]] = {c: [] for c in CASES}
     wrong: Counter[str] = Counter()
-    for s, doc in docs:
+    for s, doc, _ in docs:
         hist = history(s)
         room = re.search(r"before the (\w+)\?", s.question)[1]
         last = max(i for i, r in enumerate(hist) if r == room)  # the last time it entered the room

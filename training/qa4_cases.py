@@ -25,7 +25,7 @@ def case(sample: babi.Sample) -> str:
 def main() -> None:
     args, docs = documents("qa4", 400)
     right: dict[str, list[bool]] = {c: [] for c in CASES}
-    for s, doc in docs:
+    for s, doc, _ in docs:
         right[case(s)].append(doc["correct"])
     print_table(f"QA4 at {args.length} ({args.model})", right)
 
