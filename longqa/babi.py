@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 PEOPLE = ("John", "Mary", "Sandra", "Daniel")
 PEOPLE_QA5 = ("Bill", "Fred", "Jeff", "Mary")
@@ -69,6 +69,8 @@ class Sample:
     answer: str
     others: list[QA] = field(default_factory=list)  # the story's other questions (training asks several)
     where: list[str | None] = field(default_factory=list)  # per fact, its Fact.where (all None for QA4)
+    # QA1-QA3: per fact, every question the story answers right after it (training asks some mid-story)
+    asked_after: list[list[QA]] = field(default_factory=list)
 
 
 class World:
@@ -262,10 +264,13 @@ def generate(task: str, rng: random.Random, wording: Wording = BABI) -> Sample:
     n = rng.randint(*{"qa1": QA1_FACTS, "qa2": QA2_FACTS, "qa3": QA3_FACTS}[task])
     while True:  # re-simulate at the same length until the question is defined
         w = World(PEOPLE)
-        facts = [w.step(rng, _WEIGHTS[task], wording.hints) for _ in range(n)]
-        asked = _ask(questions(task, w), rng)
+        facts, after = [], []
+        for _ in range(n):
+            facts.append(w.step(rng, _WEIGHTS[task], wording.hints))
+            after.append(questions(task, w))
+        asked = _ask(after[-1], rng)
         if asked:
-            return _sample(task, facts, asked)
+            return replace(_sample(task, facts, asked), asked_after=after)
 
 
 def _sample(task: str, facts: list[Fact], asked: list[QA]) -> Sample:

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -76,6 +77,10 @@ class Stage:
     # stays in the context, so a later question about the same thing can copy it instead of looking it up: with
     # every question inline, training never needs QA2's latest-before lookup where the eval's documents do.
     inline_questions: float = 1.0
+    # Chance, at each segment boundary inside a BABILong row of QA1-QA3, of a question about the story so far,
+    # read from the memory after that segment in its own read-only segment as the final ones are. Like inline
+    # questions it supervises the memory every segment, yet no answer enters the context to be copied.
+    segment_questions: float = 0.0
 
 
 @dataclass
@@ -164,57 +169,90 @@ class ExampleMaker:
                 labels += [IGNORE] * len(fact)
                 if where and item.where and rng.random() < where:  # no draw at 0: bAbI's streams stay as they were
                     labels[-1] = self.room_ids[item.where]
-        return self.single(rng, task, n_tokens, wording, where)  # stream ran out first (rare): a plain BABILong example
+        return self.single(rng, task, n_tokens, wording, where)[:3]  # stream ran out first (rare): a plain BABILong example
 
     def single(
-        self, rng: random.Random, task: str, n_tokens: int, wording: babi.Wording = babi.BABI, where: float = 0.0
-    ) -> tuple[list[int], list[int], list[babi.QA]]:
-        """A BABILong example: its facts hidden in a noise run. Where-targets as in `dense`, at the facts."""
+        self,
+        rng: random.Random,
+        task: str,
+        n_tokens: int,
+        wording: babi.Wording = babi.BABI,
+        where: float = 0.0,
+        mid: float = 0.0,
+    ) -> tuple[list[int], list[int], list[babi.QA], list[tuple[int, babi.QA]]]:
+        """A BABILong example: its facts hidden in a noise run. Where-targets as in `dense`, at the facts; with
+        chance `mid` per segment boundary inside it, a (segment, question) answered by the story up to there."""
         sample = babi.generate(task, rng, wording)
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
         labels = [IGNORE] * hay.n_tokens
         for end, room in zip(hay.fact_ends, sample.where):
             if where and room and rng.random() < where:
                 labels[end] = self.room_ids[room]
-        return hay.context_ids.tolist(), labels, [(sample.question, sample.answer), *sample.others]
+        mids = []
+        for s in range(math.ceil(hay.n_tokens / self.S) - 1) if mid and sample.asked_after else ():
+            last = int(np.searchsorted(hay.fact_ends, (s + 1) * self.S)) - 1  # the last fact that ends in segment <= s
+            if last >= 0 and sample.asked_after[last] and rng.random() < mid:
+                mids.append((s, rng.choice(sample.asked_after[last])))
+        return hay.context_ids.tolist(), labels, [(sample.question, sample.answer), *sample.others], mids
 
     def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
         task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
         # Leave room so the context fits the drawn number of segments.
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         wording = babi.Wording(stage.qa4_inverse, stage.qa4_relative, stage.hints)
+        mids: list[tuple[int, babi.QA]] = []
         if rng.random() < stage.dense:
             ids, labels, asked = self.dense(rng, task, n_tokens, wording, stage.where_targets, stage.inline_questions)
         else:
-            ids, labels, asked = self.single(rng, task, n_tokens, wording, stage.where_targets)
+            ids, labels, asked, mids = self.single(rng, task, n_tokens, wording, stage.where_targets, stage.segment_questions)
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
         qs = [self.qa(q, a) for q, a in finals]
-        return {"ids": ids, "labels": labels, "q_ids": [q for q, _ in qs], "q_labels": [la for _, la in qs], "task": task}
+        ms = [self.qa(q, a) for _, (q, a) in mids]
+        return {
+            "ids": ids,
+            "labels": labels,
+            "q_ids": [q for q, _ in qs],
+            "q_labels": [la for _, la in qs],
+            "task": task,
+            **({"s_seg": [s for s, _ in mids], "s_ids": [q for q, _ in ms], "s_labels": [la for _, la in ms]} if mids else {}),
+        }
+
+
+def _questions(rows: list[tuple[int, list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """(context row, question ids, labels) as padded ids, labels, lengths and the row each one reads."""
+    Q = max((len(q) for _, q, _ in rows), default=1)
+    out = {
+        "ids": torch.full((len(rows), Q), pad),
+        "labels": torch.full((len(rows), Q), IGNORE),
+        "lengths": torch.tensor([len(q) for _, q, _ in rows], dtype=torch.long),
+        "row": torch.tensor([i for i, _, _ in rows], dtype=torch.long),
+    }
+    for j, (_, q, la) in enumerate(rows):
+        out["ids"][j, : len(q)] = torch.tensor(q)
+        out["labels"][j, : len(la)] = torch.tensor(la)
+    return out
 
 
 def collate(examples: list[dict], segment_len: int, pad: int) -> dict[str, torch.Tensor]:
     """Contexts padded to whole segments, one row per example; final questions one row each, with q_row
-    naming the context row whose memory each question reads, and task per question row."""
+    naming the context row whose memory each question reads, and task per question row; the segment
+    questions (Stage.segment_questions) likewise as s_*, with s_seg the segment after which each is asked."""
     n_seg = max(math.ceil(len(e["ids"]) / segment_len) for e in examples)
     T = n_seg * segment_len
     qs = [(i, q, la) for i, e in enumerate(examples) for q, la in zip(e["q_ids"], e["q_labels"])]
-    Q = max(len(q) for _, q, _ in qs)
+    mids = [(i, q, la) for i, e in enumerate(examples) for q, la in zip(e.get("s_ids", []), e.get("s_labels", []))]
     out = {
         "ids": torch.full((len(examples), T), pad),
         "labels": torch.full((len(examples), T), IGNORE),
         "lengths": torch.tensor([len(e["ids"]) for e in examples]),
-        "q_ids": torch.full((len(qs), Q), pad),
-        "q_labels": torch.full((len(qs), Q), IGNORE),
-        "q_lengths": torch.tensor([len(q) for _, q, _ in qs]),
-        "q_row": torch.tensor([i for i, _, _ in qs]),
         "task": torch.tensor([babi.TASKS.index(examples[i]["task"]) for i, _, _ in qs]),
+        "s_seg": torch.tensor([s for e in examples for s in e.get("s_seg", [])], dtype=torch.long),
+        **{f"q_{k}": v for k, v in _questions(qs, pad).items()},
+        **{f"s_{k}": v for k, v in _questions(mids, pad).items()},
     }
     for i, e in enumerate(examples):
         out["ids"][i, : len(e["ids"])] = torch.tensor(e["ids"])
         out["labels"][i, : len(e["labels"])] = torch.tensor(e["labels"])
-    for j, (_, q, la) in enumerate(qs):
-        out["q_ids"][j, : len(q)] = torch.tensor(q)
-        out["q_labels"][j, : len(la)] = torch.tensor(la)
     return out
 
 
@@ -302,6 +340,9 @@ class LossModule(nn.Module):
         state = MemoryState(A0, z0)
         loss = torch.zeros((), device=b["ids"].device)  # summed over the inline answer tokens
         count = 0
+        mid = torch.zeros((), device=b["ids"].device)  # summed over the segment questions' answer tokens
+        n_mid = 0
+        mid_seg = b["s_seg"].tolist()
         for s in range(T // S):
             lengths = (b["lengths"] - s * S).clamp(0, S)
             full = bool((lengths == S).all())
@@ -314,16 +355,23 @@ class LossModule(nn.Module):
             if sel.any():
                 loss = loss + F.cross_entropy(m.logits(h[sel]).float(), labels[sel], reduction="sum")
                 count += int(sel.sum())
+            if s in mid_seg:
+                at = torch.tensor([j for j, t in enumerate(mid_seg) if t == s], device=b["s_seg"].device)
+                hq = m.read_only(b["s_ids"][at], state.rows(b["s_row"][at]), b["s_lengths"][at])
+                sel = b["s_labels"][at] != IGNORE
+                mid = mid + F.cross_entropy(m.logits(hq[sel]).float(), b["s_labels"][at][sel], reduction="sum")
+                n_mid += int(sel.sum())
         carried = MemoryState(state.A.detach(), state.z.detach())
         h = m.read_only(b["q_ids"], state.rows(b["q_row"]), b["q_lengths"])
         sel = b["q_labels"] != IGNORE
         logits = m.logits(h[sel]).float()
         final = F.cross_entropy(logits, b["q_labels"][sel], reduction="sum")
         n_final = int(sel.sum())
+        # Segment questions come through memory as the final ones do, and share their part of the loss.
         if final_weight is None:
-            total = (loss + final) / (count + n_final)
+            total = (loss + final + mid) / (count + n_final + n_mid)
         else:
-            total = loss / max(count, 1) + final_weight * final / n_final
+            total = loss / max(count, 1) + final_weight * (final + mid) / (n_final + n_mid)
         hits = rows_exact(logits.argmax(-1) == b["q_labels"][sel], sel)
         return total, (final / n_final).detach(), hits, b["task"], carried
 

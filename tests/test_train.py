@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from conftest import babi_text, torchrun
@@ -217,10 +218,60 @@ def test_several_final_questions_each_read_their_own_rows_memory(tmp_path: Path)
     for r in range(len(b["ids"])):
         q = b["q_row"] == r
         one = {**{k: b[k][r : r + 1] for k in ("ids", "labels", "lengths")},
-               **{k: b[k][q] for k in ("q_ids", "q_labels", "q_lengths", "task")}, "q_row": torch.zeros(int(q.sum()), dtype=torch.long)}
+               **{k: b[k][q] for k in ("q_ids", "q_labels", "q_lengths", "task")}, "q_row": torch.zeros(int(q.sum()), dtype=torch.long),
+               **{k: v for k, v in b.items() if k.startswith("s_")}}  # none: segment_questions is 0
         alone = model.new_state(1, torch.device("cpu"))
         summed += float(loss_mod(one, alone.A, alone.z, 1.0)[1]) * int((one["q_labels"] != -100).sum())
     torch.testing.assert_close(float(final) * int((b["q_labels"] != -100).sum()), summed, rtol=1e-4, atol=1e-4)
+
+
+def test_segment_questions_are_answered_by_the_story_up_to_their_segment() -> None:
+    """Stage.segment_questions: each (segment, question) of a BABILong row has the answer that the facts in the
+    context up to that segment's end give, by an independent replay of the decoded text."""
+    from test_babi import Replay
+
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    maker = ExampleMaker(tok, NoiseBank([str(NOISE)], tok), 64, 0.25)
+    fact = re.compile(rf"(?:{'|'.join(babi.PEOPLE)}) [a-z ]+ the \w+(?: there)?\.")
+    rng = random.Random(3)
+    asked = 0
+    for task in ("qa1", "qa2", "qa3"):
+        stage = Stage(1, 6, 0.0, task_weights=[float(t == task) for t in babi.TASKS], segment_questions=1.0)
+        for _ in range(10):
+            e = maker.example(rng, stage, 6)
+            assert len(e.get("s_seg", [])) == len(e.get("s_ids", [])) and all(s < len(e["ids"]) // 64 for s in e.get("s_seg", []))
+            for s, q_ids, q_labels in zip(e.get("s_seg", []), e.get("s_ids", []), e.get("s_labels", [])):
+                r = Replay(task)
+                for f in fact.findall(tok.decode(e["ids"][: (s + 1) * 64])):
+                    r.fact(f)
+                question = tok.decode(q_ids[: q_ids.index(tok.token_to_id(GEN))]).strip()
+                answer = tok.decode([la for la in q_labels if la != IGNORE][:-1]).strip()  # without EOS
+                assert r.answer(task, question) == answer, (s, question, answer)
+                asked += 1
+        assert not maker.example(rng, replace(stage, segment_questions=0.0), 6).get("s_seg")
+    assert asked > 30
+
+
+def test_segment_questions_read_the_memory_after_their_segment(tmp_path: Path) -> None:
+    stage = Stage(steps=1, max_segments=4, dense=0.0, task_weights=[1, 1, 1, 0, 0], segment_questions=1.0)
+    model, batches = tiny_model_and_batches(tiny_config(tmp_path, [stage]))
+    b = next(b for b in batches if len(b["s_seg"]))
+    loss_mod = LossModule(model, False)
+    state = model.new_state(len(b["ids"]), torch.device("cpu"))
+    total, final, *_ = loss_mod(b, state.A, state.z, 1.0)
+    # By hand: each segment question reads its row's memory after its segment, and shares the final answers' mean.
+    S, mid, n_mid = model.config.segment_len, 0.0, 0
+    with torch.no_grad():
+        for j, (row, s) in enumerate(zip(b["s_row"].tolist(), b["s_seg"].tolist())):
+            st = model.new_state(1, torch.device("cpu"))
+            for k in range(s + 1):
+                st = model.read_segment(b["ids"][row : row + 1, k * S : (k + 1) * S], st)[1]
+            h = model.read_only(b["s_ids"][j : j + 1], st, b["s_lengths"][j : j + 1])
+            sel = b["s_labels"][j : j + 1] != IGNORE
+            mid += float(F.cross_entropy(model.logits(h[sel]), b["s_labels"][j : j + 1][sel], reduction="sum"))
+            n_mid += int(sel.sum())
+    n_final = int((b["q_labels"] != IGNORE).sum())
+    torch.testing.assert_close(float(total), (float(final) * n_final + mid) / (n_final + n_mid), rtol=1e-4, atol=1e-4)
 
 
 def test_start_state_carries_rows_only_when_asked() -> None:
