@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,9 @@ class Stage:
     # questions it supervises the memory every segment, yet no answer enters the context to be copied.
     segment_questions: float = 0.0
 
+    def wording(self) -> babi.Wording:
+        return babi.Wording(self.qa4_inverse, self.qa4_relative, self.hints)
+
 
 @dataclass
 class TrainConfig:
@@ -135,22 +138,15 @@ class ExampleMaker:
         labels = [IGNORE] * len(q) + a + [self.eos] + [IGNORE]
         return ids, labels
 
-    def dense(
-        self,
-        rng: random.Random,
-        task: str,
-        n_tokens: int,
-        wording: babi.Wording = babi.BABI,
-        where: float = 0.0,
-        inline: float = 1.0,
-    ) -> tuple[list[int], list[int], list[babi.QA]]:
+    def dense(self, rng: random.Random, task: str, n_tokens: int, stage: Stage) -> tuple[list[int], list[int], list[babi.QA]]:
         """Dense stream of about n_tokens context tokens. The first questions reached after n_tokens become
         the final (read-only) questions instead of being answered inline, so they are valid at the end.
-        With chance `where` a fact's last token is labelled with the first token of its Fact.where; with
-        chance 1 - `inline` a question before the end is left out (Stage.where_targets, Stage.inline_questions)."""
+        With chance stage.where_targets a fact's last token is labelled with the first token of its Fact.where;
+        with chance 1 - stage.inline_questions a question before the end is left out."""
         ids: list[int] = []
         labels: list[int] = []
-        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), wording):
+        where, inline = stage.where_targets, stage.inline_questions
+        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), stage.wording()):
             if isinstance(item, list) and len(ids) >= n_tokens:
                 return ids, labels, item
             if isinstance(item, list) and inline < 1 and rng.random() >= inline:  # no draw at 1: streams as before
@@ -169,21 +165,17 @@ class ExampleMaker:
                 labels += [IGNORE] * len(fact)
                 if where and item.where and rng.random() < where:  # no draw at 0: bAbI's streams stay as they were
                     labels[-1] = self.room_ids[item.where]
-        return self.single(rng, task, n_tokens, wording, where)[:3]  # stream ran out first (rare): a plain BABILong example
+        return self.single(rng, task, n_tokens, replace(stage, segment_questions=0.0))[:3]  # stream ran out first (rare)
 
     def single(
-        self,
-        rng: random.Random,
-        task: str,
-        n_tokens: int,
-        wording: babi.Wording = babi.BABI,
-        where: float = 0.0,
-        mid: float = 0.0,
+        self, rng: random.Random, task: str, n_tokens: int, stage: Stage
     ) -> tuple[list[int], list[int], list[babi.QA], list[tuple[int, babi.QA]]]:
         """A BABILong example: its facts hidden in a noise run. Where-targets as in `dense`, at the facts; with
-        chance `mid` per segment boundary inside it, a (segment, question) answered by the story up to there."""
-        sample = babi.generate(task, rng, wording)
+        chance stage.segment_questions per segment boundary inside it, a (segment, question) answered by the
+        story up to there."""
+        sample = babi.generate(task, rng, stage.wording())
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
+        where, mid = stage.where_targets, stage.segment_questions
         labels = [IGNORE] * hay.n_tokens
         for end, room in zip(hay.fact_ends, sample.where):
             if where and room and rng.random() < where:
@@ -199,12 +191,11 @@ class ExampleMaker:
         task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
         # Leave room so the context fits the drawn number of segments.
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
-        wording = babi.Wording(stage.qa4_inverse, stage.qa4_relative, stage.hints)
         mids: list[tuple[int, babi.QA]] = []
         if rng.random() < stage.dense:
-            ids, labels, asked = self.dense(rng, task, n_tokens, wording, stage.where_targets, stage.inline_questions)
+            ids, labels, asked = self.dense(rng, task, n_tokens, stage)
         else:
-            ids, labels, asked, mids = self.single(rng, task, n_tokens, wording, stage.where_targets, stage.segment_questions)
+            ids, labels, asked, mids = self.single(rng, task, n_tokens, stage)
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
         qs = [self.qa(q, a) for q, a in finals]
         ms = [self.qa(q, a) for _, (q, a) in mids]
