@@ -70,8 +70,9 @@ class Stage:
     qa4_relative: bool = True
     hints: float = 0.0
     # Chance that a fact's last token is also labelled with where its subject was just before the action
-    # (babi.Fact.where), in dense and BABILong rows. The text stays bAbI's: the loss asks for the latest-before lookup at the fact itself,
-    # where hints gave the room away and the model learned to use it, not to find it (training/README.md).
+    # (babi.Fact.where), in dense and BABILong rows. The text stays bAbI's: the loss asks for the latest-before
+    # lookup at the fact itself, where hints gave the room away and the model learned to use it, not to find it.
+    # Learned, it did not help the final answers (training/README.md, seventeenth session).
     where_targets: float = 0.0
     # Chance that a dense stream's question is asked and answered inline (the rest are skipped). An inline answer
     # stays in the context, so a later question about the same thing can copy it instead of looking it up: with
