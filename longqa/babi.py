@@ -69,7 +69,7 @@ class Sample:
     answer: str
     others: list[QA] = field(default_factory=list)  # the story's other questions (training asks several)
     where: list[str | None] = field(default_factory=list)  # per fact, its Fact.where (all None for QA4)
-    # QA1-QA3: per fact, every question the story answers right after it (training asks some mid-story)
+    # QA1-QA3 from generate(..., mid_story=True): per fact, every question the story answers right after it
     asked_after: list[list[QA]] = field(default_factory=list)
 
 
@@ -253,7 +253,9 @@ def _qa4_questions(facts: list[str], wording: Wording = BABI) -> list[QA]:
     return options
 
 
-def generate(task: str, rng: random.Random, wording: Wording = BABI) -> Sample:
+def generate(task: str, rng: random.Random, wording: Wording = BABI, mid_story: bool = False) -> Sample:
+    """A story and its questions. mid_story: also record Sample.asked_after (training's segment questions;
+    it costs QA3 a third more time, so the eval's documents go without). The random draws are the same."""
     if task == "qa4":
         facts = _qa4_story(rng, wording)
         return _sample(task, list(map(Fact, facts)), _ask(_qa4_questions(facts, wording), rng))
@@ -267,8 +269,9 @@ def generate(task: str, rng: random.Random, wording: Wording = BABI) -> Sample:
         facts, after = [], []
         for _ in range(n):
             facts.append(w.step(rng, _WEIGHTS[task], wording.hints))
-            after.append(questions(task, w))
-        asked = _ask(after[-1], rng)
+            if mid_story:
+                after.append(questions(task, w))
+        asked = _ask(questions(task, w), rng)
         if asked:
             return replace(_sample(task, facts, asked), asked_after=after)
 

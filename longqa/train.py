@@ -174,9 +174,9 @@ class ExampleMaker:
         """A BABILong example: its facts hidden in a noise run. Where-targets as in `dense`, at the facts; with
         chance stage.segment_questions per segment boundary inside it, a (segment, question) answered by the
         story up to there."""
-        sample = babi.generate(task, rng, stage.wording())
-        hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
         where, mid = stage.where_targets, stage.segment_questions
+        sample = babi.generate(task, rng, stage.wording(), mid_story=bool(mid))
+        hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
         labels = [IGNORE] * hay.n_tokens
         for end, room in zip(hay.fact_ends, sample.where):
             if where and room and rng.random() < where:

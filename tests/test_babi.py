@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -144,16 +145,16 @@ SEEDS = range(4)
 PER_SEED = 500
 
 
-def samples(task: str, seed: int, n: int = PER_SEED) -> list[babi.Sample]:
+def samples(task: str, seed: int, n: int = PER_SEED, mid_story: bool = False) -> list[babi.Sample]:
     rng = random.Random(seed)
-    return [babi.generate(task, rng) for _ in range(n)]
+    return [babi.generate(task, rng, mid_story=mid_story) for _ in range(n)]
 
 
 @pytest.mark.parametrize("task", babi.TASKS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_answers_follow_from_facts(task: str, seed: int) -> None:
     lengths = []
-    for s in samples(task, seed):
+    for s in samples(task, seed, mid_story=True):
         assert s.task == task
         asked = [(s.question, s.answer), *s.others]
         assert len(set(asked)) == len(asked)
@@ -323,6 +324,10 @@ def test_qa4_dense_is_series_of_short_stories() -> None:
 def test_seed_determinism(task: str) -> None:
     assert samples(task, 11, 50) == samples(task, 11, 50)
     assert samples(task, 11, 50) != samples(task, 12, 50)
+    # mid_story only records questions: the same stories, and without it nothing is recorded
+    plain = samples(task, 11, 50)
+    assert [replace(s, asked_after=[]) for s in samples(task, 11, 50, mid_story=True)] == plain
+    assert all(s.asked_after == [] for s in plain)
     assert babi.dense_stream(task, random.Random(5), 40) == babi.dense_stream(task, random.Random(5), 40)
 
 
