@@ -326,16 +326,21 @@ class ARMTModel(nn.Module):
         state: MemoryState,
         write_active: torch.Tensor | None,
         write: bool,
-    ) -> tuple[torch.Tensor, MemoryState]:
-        """All layers on one segment's input h; the final norm of the outputs and the written state."""
-        A_new, z_new = [], []
+        tap: int | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """All layers on one segment's input h; the final norm of the outputs and the written state. With tap,
+        a third item: layer `tap`'s output (0-based) under the final norm, where training's where-targets may
+        be scored (Stage.where_layer), so that the later layers' memory tokens can see what they ask for."""
+        A_new, z_new, tapped = [], [], []
         n_mem = self.config.n_mem if write else 0
         for l, (block, mem) in enumerate(zip(self.blocks, self.memory)):
             h, A, z = layer_forward(block, mem, h, state.A[:, l], state.z[:, l], mask, write_active, n_mem)
             A_new.append(A)
             z_new.append(z)
+            if l == tap:
+                tapped.append(self.norm(h))
         new_state = MemoryState(torch.stack(A_new, 1), torch.stack(z_new, 1)) if write else state
-        return self.norm(h), new_state
+        return self.norm(h), new_state, *tapped
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.conv(self.embed(ids))
@@ -356,18 +361,18 @@ class ARMTModel(nn.Module):
         return h + self.pos.weight
 
     def read_segment(
-        self, ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, MemoryState]:
+        self, ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None, tap: int | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """One context segment for a batch: ids (B, S) right-padded, lengths (B,) real tokens per row
-        (None: all full). Returns the hidden states of the segment positions and the written state.
-        Rows with length 0 leave their memory untouched."""
+        (None: all full). Returns the hidden states of the segment positions and the written state, and with
+        tap those of layer `tap` (run_layers). Rows with length 0 leave their memory untouched."""
         S = ids.shape[1]
         h = self.segment_input(ids)
         full = lengths is None
         mask = None if full else self.segment_mask(lengths, h.shape[1])
         active = None if full else lengths > 0
-        h, state = self.run_layers(h, mask, state, active, write=True)
-        return h[:, :S], state
+        h, state, *tapped = self.run_layers(h, mask, state, active, write=True, tap=tap)
+        return h[:, :S], state, *(t[:, :S] for t in tapped)
 
     def read_only(
         self, ids: torch.Tensor, state: MemoryState, lengths: torch.Tensor | None = None
@@ -380,8 +385,7 @@ class ARMTModel(nn.Module):
             i = torch.arange(T, device=ids.device)
             causal = i.view(1, -1) <= i.view(-1, 1)
             mask = (causal.unsqueeze(0) & (i.view(1, 1, -1) < lengths.view(-1, 1, 1))).unsqueeze(1)
-        h, _ = self.run_layers(h, mask, state, None, write=False)
-        return h
+        return self.run_layers(h, mask, state, None, write=False)[0]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         # Output head tied to the input embedding, in fp32 (under autocast, training's, bf16 all the same). A bf16

@@ -74,6 +74,9 @@ class Stage:
     # lookup at the fact itself, where hints gave the room away and the model learned to use it, not to find it.
     # Learned, it did not help the final answers (training/README.md, seventeenth session).
     where_targets: float = 0.0
+    # The layer (0-based) whose output where-targets are scored on; None: the last. The memory tokens of layer l
+    # attend to layer l-1's outputs, so a room found only by the last layer is seen by no write.
+    where_layer: int | None = None
     # Chance that a dense stream's question is asked and answered inline (the rest are skipped). An inline answer
     # stays in the context, so a later question about the same thing can copy it instead of looking it up: with
     # every question inline, training never needs QA2's latest-before lookup where the eval's documents do.
@@ -139,17 +142,19 @@ class ExampleMaker:
         labels = [IGNORE] * len(q) + a + [self.eos] + [IGNORE]
         return ids, labels
 
-    def dense(self, rng: random.Random, task: str, n_tokens: int, stage: Stage) -> tuple[list[int], list[int], list[babi.QA]]:
-        """Dense stream of about n_tokens context tokens. The first questions reached after n_tokens become
-        the final (read-only) questions instead of being answered inline, so they are valid at the end.
-        With chance stage.where_targets a fact's last token is labelled with the first token of its Fact.where;
-        with chance 1 - stage.inline_questions a question before the end is left out."""
+    def dense(self, rng: random.Random, task: str, n_tokens: int, stage: Stage) -> tuple[list[int], list[int], list[int], list[babi.QA]]:
+        """Dense stream of about n_tokens context tokens: ids, the inline answers' labels, the where-targets'
+        labels and the final questions. The first questions reached after n_tokens become the final (read-only)
+        questions instead of being answered inline, so they are valid at the end. With chance
+        stage.where_targets a fact's last token gets a where-target, the first token of its Fact.where; with
+        chance 1 - stage.inline_questions a question before the end is left out."""
         ids: list[int] = []
         labels: list[int] = []
+        wheres: list[int] = []
         where, inline = stage.where_targets, stage.inline_questions
         for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), stage.wording()):
             if isinstance(item, list) and len(ids) >= n_tokens:
-                return ids, labels, item
+                return ids, labels, wheres, item
             if isinstance(item, list) and inline < 1 and rng.random() >= inline:  # no draw at 1: streams as before
                 continue
             if rng.random() < self.noise_share:
@@ -165,28 +170,30 @@ class ExampleMaker:
                 ids += fact
                 labels += [IGNORE] * len(fact)
                 if where and item.where and rng.random() < where:  # no draw at 0: bAbI's streams stay as they were
-                    labels[-1] = self.room_ids[item.where]
-        return self.single(rng, task, n_tokens, replace(stage, segment_questions=0.0))[:3]  # stream ran out first (rare)
+                    wheres += [IGNORE] * (len(ids) - len(wheres) - 1) + [self.room_ids[item.where]]
+        ids, labels, wheres, asked, _ = self.single(rng, task, n_tokens, replace(stage, segment_questions=0.0))
+        return ids, labels, wheres, asked  # the stream ran out first (rare)
 
     def single(
         self, rng: random.Random, task: str, n_tokens: int, stage: Stage
-    ) -> tuple[list[int], list[int], list[babi.QA], list[tuple[int, babi.QA]]]:
-        """A BABILong example: its facts hidden in a noise run. Where-targets as in `dense`, at the facts; with
-        chance stage.segment_questions per segment boundary inside it, a (segment, question) answered by the
-        story up to there."""
+    ) -> tuple[list[int], list[int], list[int], list[babi.QA], list[tuple[int, babi.QA]]]:
+        """A BABILong example: its facts hidden in a noise run. Returned as `dense` returns it (no inline answers:
+        all labels IGNORE), and with chance stage.segment_questions per segment boundary inside it, a (segment,
+        question) answered by the story up to there. Where-targets as in `dense`, at the facts."""
         where, mid = stage.where_targets, stage.segment_questions
         sample = babi.generate(task, rng, stage.wording(), mid_story=bool(mid))
         hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
         labels = [IGNORE] * hay.n_tokens
+        wheres = list(labels)
         for end, room in zip(hay.fact_ends, sample.where):
             if where and room and rng.random() < where:
-                labels[end] = self.room_ids[room]
+                wheres[end] = self.room_ids[room]
         mids = []
         for s in range(math.ceil(hay.n_tokens / self.S) - 1) if mid and sample.asked_after else ():
             last = int(np.searchsorted(hay.fact_ends, (s + 1) * self.S)) - 1  # the last fact that ends in segment <= s
             if last >= 0 and sample.asked_after[last] and rng.random() < mid:
                 mids.append((s, rng.choice(sample.asked_after[last])))
-        return hay.context_ids.tolist(), labels, [(sample.question, sample.answer), *sample.others], mids
+        return hay.context_ids.tolist(), labels, wheres, [(sample.question, sample.answer), *sample.others], mids
 
     def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
         task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
@@ -194,15 +201,16 @@ class ExampleMaker:
         n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
         mids: list[tuple[int, babi.QA]] = []
         if rng.random() < stage.dense:
-            ids, labels, asked = self.dense(rng, task, n_tokens, stage)
+            ids, labels, wheres, asked = self.dense(rng, task, n_tokens, stage)
         else:
-            ids, labels, asked, mids = self.single(rng, task, n_tokens, stage)
+            ids, labels, wheres, asked, mids = self.single(rng, task, n_tokens, stage)
         finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
         qs = [self.qa(q, a) for q, a in finals]
         ms = [self.qa(q, a) for _, (q, a) in mids]
         return {
             "ids": ids,
             "labels": labels,
+            "where": wheres,
             "q_ids": [q for q, _ in qs],
             "q_labels": [la for _, la in qs],
             "task": task,
@@ -236,6 +244,7 @@ def collate(examples: list[dict], segment_len: int, pad: int) -> dict[str, torch
     out = {
         "ids": torch.full((len(examples), T), pad),
         "labels": torch.full((len(examples), T), IGNORE),
+        "where": torch.full((len(examples), T), IGNORE),
         "lengths": torch.tensor([len(e["ids"]) for e in examples]),
         "task": torch.tensor([babi.TASKS.index(examples[i]["task"]) for i, _, _ in qs]),
         "s_seg": torch.tensor([s for e in examples for s in e.get("s_seg", [])], dtype=torch.long),
@@ -245,6 +254,7 @@ def collate(examples: list[dict], segment_len: int, pad: int) -> dict[str, torch
     for i, e in enumerate(examples):
         out["ids"][i, : len(e["ids"])] = torch.tensor(e["ids"])
         out["labels"][i, : len(e["labels"])] = torch.tensor(e["labels"])
+        out["where"][i, : len(e.get("where", []))] = torch.tensor(e.get("where", []), dtype=torch.long)
     return out
 
 
@@ -315,17 +325,24 @@ class LossModule(nn.Module):
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
 
     def _segment(
-        self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h, state = self.model.read_segment(ids, MemoryState(A, z), lengths)
-        return h, state.A, state.z
+        self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None, tap: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The segment's outputs, those where-targets are scored on (Stage.where_layer), and the new memory."""
+        h, state, *tapped = self.model.read_segment(ids, MemoryState(A, z), lengths, tap)
+        return h, (tapped or [h])[0], state.A, state.z
 
     def forward(
-        self, b: dict[str, torch.Tensor], A0: torch.Tensor, z0: torch.Tensor, final_weight: float | None = None
+        self,
+        b: dict[str, torch.Tensor],
+        A0: torch.Tensor,
+        z0: torch.Tensor,
+        final_weight: float | None = None,
+        where_layer: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, MemoryState]:
-        """Loss (weighted as Stage.final_weight says), the final answers' mean loss (detached), exact match and
-        task id per final question, and the detached memory after the context (for carrying).
-        A0, z0: the memory each row starts from (plain tensors, so DDP passes them through)."""
+        """Loss (weighted as Stage.final_weight says; where-targets count with the inline answers), the final
+        answers' mean loss (detached), exact match and task id per final question, and the detached memory after
+        the context (for carrying). A0, z0: the memory each row starts from (plain tensors, so DDP passes them
+        through)."""
         m = self.model
         S = m.config.segment_len
         B, T = b["ids"].shape
@@ -340,13 +357,14 @@ class LossModule(nn.Module):
             full = bool((lengths == S).all())
             # contiguous: a slice's row stride is the batch's length, and compiled code guards on strides
             ids = b["ids"][:, s * S : (s + 1) * S].contiguous()
-            h, A, z = self.segment(ids, state.A, state.z, None if full else lengths)
+            h, h_where, A, z = self.segment(ids, state.A, state.z, None if full else lengths, where_layer)
             state = MemoryState(A, z)
-            labels = b["labels"][:, s * S : (s + 1) * S]
-            sel = labels != IGNORE
-            if sel.any():
-                loss = loss + F.cross_entropy(m.logits(h[sel]).float(), labels[sel], reduction="sum")
-                count += int(sel.sum())
+            for out, key in ((h, "labels"), (h_where, "where")):
+                labels = b[key][:, s * S : (s + 1) * S]
+                sel = labels != IGNORE
+                if sel.any():
+                    loss = loss + F.cross_entropy(m.logits(out[sel]).float(), labels[sel], reduction="sum")
+                    count += int(sel.sum())
             if s in mid_seg:
                 at = torch.tensor([j for j, t in enumerate(mid_seg) if t == s], device=b["s_seg"].device)
                 hq = m.read_only(b["s_ids"][at], state.rows(b["s_row"][at]), b["s_lengths"][at])
@@ -513,6 +531,9 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
             **cfg.model,
         )
         model = ARMTModel(mcfg)
+    for stage in cfg.stages:
+        if stage.where_layer is not None and not 0 <= stage.where_layer < model.config.n_layers:
+            raise InputError(f"where_layer {stage.where_layer} is not a layer of this {model.config.n_layers}-layer model (0-based)")
     model.to(device).train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -553,7 +574,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
             model.set_write_cap(stage.write_cap)
         start = start_state(model, stage.carry, carried, b["ids"].shape[0], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, final_loss, exact, task, carried = net(b, start.A, start.z, stage.final_weight)
+            loss, final_loss, exact, task, carried = net(b, start.A, start.z, stage.final_weight, stage.where_layer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

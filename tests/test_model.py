@@ -16,7 +16,7 @@ import torch
 
 from longqa.engine import load_checkpoint
 from longqa.errors import InputError
-from longqa.model import ARMT_VERSION, ARMTConfig, ARMTModel, AssociativeMemory, MemoryState, alibi_bias, dpfp
+from longqa.model import ARMT_VERSION, ARMTConfig, ARMTModel, AssociativeMemory, MemoryState, alibi_bias, dpfp, layer_forward
 
 torch.set_num_threads(1)
 
@@ -253,6 +253,23 @@ def test_fresh_model_hidden_states_equal_a_run_without_memory(monkeypatch: pytes
             monkeypatch.setattr(m, "read", lambda h, A, z: torch.zeros_like(h))
         h_plain, _ = model.read_segment(ids, state)
     assert torch.equal(h_mem, h_plain)
+
+
+def test_a_tapped_layer_is_that_layers_output_under_the_final_norm() -> None:
+    """read_segment(tap=l): the third item is layer l's output (for training's where-targets, Stage.where_layer),
+    and the outputs and the written memory are the same as without a tap."""
+    model = random_model()
+    S, n_mem = model.config.segment_len, model.config.n_mem
+    ids = torch.randint(3, 50, (2, S))
+    with torch.no_grad():
+        _, state = model.read_segment(ids, model.new_state(2))
+        h, after = model.read_segment(ids, state)
+        h_last, after_last, tapped_last = model.read_segment(ids, state, tap=model.config.n_layers - 1)
+        _, _, tapped = model.read_segment(ids, state, tap=0)
+        x, _, _ = layer_forward(model.blocks[0], model.memory[0], model.segment_input(ids), state.A[:, 0], state.z[:, 0], None, None, n_mem)
+    assert torch.equal(h_last, h) and torch.equal(tapped_last, h) and torch.equal(after_last.A, after.A)
+    torch.testing.assert_close(tapped, model.norm(x)[:, :S])
+    assert not torch.allclose(tapped, h)
 
 
 def test_trained_memory_changes_the_hidden_states() -> None:

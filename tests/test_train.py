@@ -151,6 +151,13 @@ def test_a_steps_batch_is_split_over_the_gpus() -> None:
         rank_batch(cfg, cfg.stages[1], 4)
 
 
+def test_a_where_layer_the_model_lacks_is_refused_before_training(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "run", [Stage(steps=1, max_segments=1, dense=1.0, where_targets=1.0, where_layer=2)])
+    with pytest.raises(InputError, match="where_layer 2 is not a layer of this 2-layer model"):
+        train(cfg, max_minutes=5, log=lambda _: None)
+    assert not (tmp_path / "run" / "trainer.json").exists()
+
+
 def tiny_model_and_batches(cfg: TrainConfig) -> tuple[ARMTModel, Iterator[dict[str, torch.Tensor]]]:
     """A seeded tiny model with the shipped tokenizer's special tokens, and the trainer's batches for cfg."""
     tok = Tokenizer.from_file(str(TOKENIZER))
@@ -202,6 +209,31 @@ def test_final_weight_gives_the_final_answers_their_own_share_of_the_loss(tmp_pa
     torch.testing.assert_close(loss_mod(b, state.A, state.z, 2.0)[0], inline + 2.0 * final)
 
 
+def test_where_layer_scores_the_where_targets_on_that_layers_output(tmp_path: Path) -> None:
+    stage = Stage(steps=1, max_segments=3, dense=0.5, task_weights=[0, 1, 1, 0, 0], where_targets=1.0, inline_questions=0.0)
+    model, batches = tiny_model_and_batches(tiny_config(tmp_path, [stage]))
+    b = next(batches)
+    loss_mod = LossModule(model, False)
+    state = model.new_state(b["ids"].shape[0], torch.device("cpu"))
+    with torch.no_grad():
+        where = {layer: loss_mod(b, state.A, state.z, 0.0, layer)[0] for layer in (None, 0, 1)}  # the where-targets alone
+    assert (b["labels"] == IGNORE).all() and (b["where"] != IGNORE).any()
+    torch.testing.assert_close(where[1], where[None])  # the last layer is the default
+    # By hand, layer 0: every segment's where-targets on its tapped output.
+    S, total, count = model.config.segment_len, 0.0, 0
+    with torch.no_grad():
+        st = state
+        for s in range(b["ids"].shape[1] // S):
+            lengths = (b["lengths"] - s * S).clamp(0, S)
+            _, st, tapped = model.read_segment(b["ids"][:, s * S : (s + 1) * S], st, lengths, tap=0)
+            labels = b["where"][:, s * S : (s + 1) * S]
+            sel = labels != IGNORE
+            total += float(F.cross_entropy(model.logits(tapped[sel]), labels[sel], reduction="sum"))
+            count += int(sel.sum())
+    torch.testing.assert_close(float(where[0]), total / count, rtol=1e-4, atol=1e-4)
+    assert abs(float(where[0]) - float(where[None])) > 1e-3
+
+
 def test_several_final_questions_each_read_their_own_rows_memory(tmp_path: Path) -> None:
     stage = Stage(steps=1, max_segments=2, dense=0.5, final_questions=3)
     model, batches = tiny_model_and_batches(tiny_config(tmp_path, [stage]))
@@ -217,7 +249,7 @@ def test_several_final_questions_each_read_their_own_rows_memory(tmp_path: Path)
     summed = 0.0
     for r in range(len(b["ids"])):
         q = b["q_row"] == r
-        one = {**{k: b[k][r : r + 1] for k in ("ids", "labels", "lengths")},
+        one = {**{k: b[k][r : r + 1] for k in ("ids", "labels", "where", "lengths")},
                **{k: b[k][q] for k in ("q_ids", "q_labels", "q_lengths", "task")}, "q_row": torch.zeros(int(q.sum()), dtype=torch.long),
                **{k: v for k, v in b.items() if k.startswith("s_")}}  # none: segment_questions is 0
         alone = model.new_state(1, torch.device("cpu"))
@@ -330,7 +362,8 @@ def test_where_targets_label_each_fact_with_where_its_subject_was_before_it(dens
     checked = unlabelled = 0
     for _ in range(30):
         e = maker.example(rng, stage, 2)
-        for i, label in enumerate(e["labels"]):
+        assert len(e["where"]) <= len(e["ids"]) and all(w == IGNORE or la == IGNORE for w, la in zip(e["where"], e["labels"]))
+        for i, label in enumerate(e["where"] + [IGNORE] * (len(e["ids"]) - len(e["where"]))):
             prefix = tok.decode(e["ids"][: i + 1])
             fact = fact_end.search(prefix)
             if not fact:
@@ -342,7 +375,7 @@ def test_where_targets_label_each_fact_with_where_its_subject_was_before_it(dens
             assert label != IGNORE and tok.decode([label]).strip() == moves[fact[1]], prefix[-200:]
             checked += 1
         off = maker.example(random.Random(1), replace(stage, where_targets=0.0), 2)
-        unlabelled += sum(la != IGNORE and tok.decode([t]) == "." for t, la in zip(off["ids"], off["labels"]))
+        unlabelled += sum(la != IGNORE for la in off["where"])
     assert checked > 50 and unlabelled == 0
 
 
@@ -355,7 +388,7 @@ def test_inline_questions_leave_out_the_streams_questions_but_not_the_final_ones
     for inline in (1.0, 0.5, 0.0):
         rng = random.Random(2)
         rows = [maker.example(rng, replace(stage, inline_questions=inline), 2) for _ in range(60)]
-        rows = [e for e in rows if any(la != IGNORE for la in e["labels"])]  # dense, not the rare fallback
+        rows = [e for e in rows if any(la != IGNORE for la in e["where"])]  # every row with a fact
         asked[inline] = sum(e["ids"].count(gen) for e in rows) / len(rows)
         assert all(e["q_ids"] for e in rows)
     assert asked[1.0] > 2 and 0.3 < asked[0.5] / asked[1.0] < 0.7 and asked[0.0] == 0, asked
