@@ -359,12 +359,13 @@ class LossModule(nn.Module):
             ids = b["ids"][:, s * S : (s + 1) * S].contiguous()
             h, h_where, A, z = self.segment(ids, state.A, state.z, None if full else lengths, where_layer)
             state = MemoryState(A, z)
-            for out, key in ((h, "labels"), (h_where, "where")):
-                labels = b[key][:, s * S : (s + 1) * S]
-                sel = labels != IGNORE
-                if sel.any():
+            targets = [(out, b[key][:, s * S : (s + 1) * S]) for out, key in ((h, "labels"), (h_where, "where"))]
+            sels = [labels != IGNORE for _, labels in targets]
+            counts = torch.stack([sel.sum() for sel in sels]).tolist()  # one host sync for both kinds of label
+            for (out, labels), sel, n in zip(targets, sels, counts):
+                if n:
                     loss = loss + F.cross_entropy(m.logits(out[sel]).float(), labels[sel], reduction="sum")
-                    count += int(sel.sum())
+                    count += n
             if s in mid_seg:
                 at = torch.tensor([j for j, t in enumerate(mid_seg) if t == s], device=b["s_seg"].device)
                 hq = m.read_only(b["s_ids"][at], state.rows(b["s_row"][at]), b["s_lengths"][at])
