@@ -19,11 +19,12 @@ def join(device: str = "auto") -> tuple[int, int]:
     if gpu:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl" if gpu else "gloo")
-    atexit.register(_leave)
+    atexit.register(leave)
     return dist.get_rank(), world
 
 
-def _leave() -> None:
+def leave() -> None:
+    """Destroys the process group, if one was joined (at exit, or earlier by a caller that must)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
