@@ -1,8 +1,8 @@
 """The shipped checkpoint, on CPU, on a fixed set of generated QA1-QA5 documents of ~2K tokens.
 
 A regression in the model code, the tokenizer, the encoding or the reader shows up here as lost accuracy.
-The floors sit a little under what the checkpoint measured on this set (20 per task; QA1 95, QA2 80,
-QA3 45, QA4 95, QA5 100 %). The issue's target (>= 90 % on every task) is NOT met by this checkpoint
+The floors sit a little under what the checkpoint measured on this set (20 per task; QA1 95, QA2 70,
+QA3 45, QA4 100, QA5 100 %). The issue's target (>= 90 % on every task) is NOT met by this checkpoint
 for QA2 and QA3; see weights/longqa-armt-small/README.md.
 """
 
@@ -18,7 +18,7 @@ from longqa.engine import Engine
 from longqa.evaluate import evaluate
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "longqa-armt-small"
-FLOORS = {"qa1": 0.85, "qa2": 0.70, "qa3": 0.35, "qa4": 0.85, "qa5": 0.90}
+FLOORS = {"qa1": 0.85, "qa2": 0.60, "qa3": 0.35, "qa4": 0.90, "qa5": 0.90}
 
 
 @pytest.fixture(scope="module")
