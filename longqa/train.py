@@ -13,7 +13,6 @@ A run resumes from its checkpoint folder (weights, optimizer, step, RNG) and sto
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from . import babi
-from .distributed import any_rank, join, leave
+from .distributed import any_rank, join
 from .engine import load_checkpoint, save_checkpoint
 from .errors import InputError
 from .haystack import NoiseBank, build
@@ -506,21 +505,8 @@ def lr_at(cfg: TrainConfig, step: int, warm_from: int = 0) -> float:
 
 def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     """Train until the curriculum ends or max_minutes pass; returns the step reached."""
-    rank, world = join()
-    try:
-        return _train(cfg, max_minutes, log, rank, world)
-    finally:
-        # A gloo worker thread frees its last finished collective a moment after the final barrier, and a
-        # collective's tensors may need the GIL to be freed. A rank that went straight to exit sometimes met
-        # that inside the interpreter's shutdown and aborted ("terminate called without an active
-        # exception"). Collecting the training objects and leaving the group here (~0.2 s on CPU) gives the
-        # worker that moment while the interpreter is whole.
-        gc.collect()
-        leave()
-
-
-def _train(cfg: TrainConfig, max_minutes: float, log, rank: int, world: int) -> int:
     t0 = time.time()
+    rank, world = join()
     ddp = world > 1
     for stage in cfg.stages:  # refuse a batch that does not split before any work is done
         rank_batch(cfg, stage, world)
@@ -630,7 +616,7 @@ def _train(cfg: TrainConfig, max_minutes: float, log, rank: int, world: int) -> 
     if rank == 0:
         save_training(out, model, tok, opt, step, cfg.seed)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    if ddp:  # no rank leaves the group before rank 0 has saved
+    if ddp:  # no rank exits (and leaves the group, distributed.leave) before rank 0 has saved
         dist.barrier()
     return step
 
