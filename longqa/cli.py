@@ -266,8 +266,6 @@ def ask(
     quiet: QuietOpt = False,
 ) -> None:
     """Read SOURCE once, then answer every question from that memory (answers on stdout, one per line)."""
-    from . import state
-
     qs = collect_questions(questions, questions_file, source)
     if each and (memory or save):
         # Silently ignoring them would leave the user without the STATE they asked for.
@@ -282,6 +280,8 @@ def ask(
         return ask_each(make_engine(model, device, compile), source, qs, as_json, quiet, rank, world)
     one_process("ask")
     warn_unknown_forms(qs)
+    from . import state  # torch comes with it: only after the checks, so bad input fails at once
+
     engine = make_engine(model, device, compile)
     start = time.perf_counter()
     if source != "-" and state.is_state_file(source):
@@ -340,12 +340,12 @@ def memorize(
     quiet: QuietOpt = False,
 ) -> None:
     """Read SOURCEs once into one memory and save it, to answer from later without re-reading."""
-    from . import state
-
     if sources.count("-") > 1:
         raise InputError("standard input '-' can be given only once")
     check_exists(sources + ([memory] if memory else []))
     one_process("memorize")
+    from . import state  # torch comes with it: only after the checks, so bad input fails at once
+
     for s in sources:
         if s != "-" and state.is_state_file(s):  # it would be read as (binary) text
             raise InputError(f"{s} is a saved memory, not text: give it with --memory {s}")

@@ -395,6 +395,17 @@ def test_process_missing_file_exit_code_and_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("longqa: error:") and "Traceback" not in p.stderr.decode()
 
 
+@pytest.mark.parametrize("args", [["ask", "nope.txt", "Where is Mary?"], ["ask", "README.md", " "],
+                                  ["memorize", "nope.txt", "--save", "s"], ["memorize", "-", "-", "--save", "s"]])
+def test_bad_input_is_refused_before_torch_is_imported(args: list[str]) -> None:
+    """Checks that need no model come first: torch's import alone costs seconds."""
+    code = "import sys; from longqa.cli import main; code = main(sys.argv[1:]); print('torch' in sys.modules); sys.exit(code)"
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=root, timeout=60)
+    assert p.returncode == 2, p.stderr.decode()
+    assert p.stdout.decode().strip() == "False"
+
+
 def test_process_help_and_version() -> None:
     p = longqa("--help")
     assert p.returncode == 0 and b"ask" in p.stdout and p.stderr == b""
