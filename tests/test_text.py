@@ -19,6 +19,7 @@ from longqa.text import (
     MAX_SENTENCE_CHARS,
     SentenceSplitter,
     cut_at_sync_points,
+    encode_sentences,
     encode_stream,
     encode_text,
     next_sync,
@@ -200,6 +201,17 @@ def test_pieces_from_any_chunking_encode_like_the_whole(text: str, data: st.Data
         ids += array.tolist()
         tail = "" if final else rest
     assert ids == encode_text(tokenizer, text)
+
+
+def test_encode_sentences_gives_the_ids_of_the_full_encode_batch() -> None:
+    """encode_sentences uses the variant without offsets (encode_batch_fast): on real text and on the odd
+    characters of the random texts, with the shipped tokenizer, it must give the ids the full call gives."""
+    from longqa.cli import NOISE_SAMPLE, default_model_dir
+
+    tok = load_tokenizer(default_model_dir() / "tokenizer.json")
+    sentences = split_sentences(Path(NOISE_SAMPLE).read_text()[:400_000] + " " + _DENSE * 3 + " " + _WORD_CHARS)
+    full = [e.ids for e in tok.encode_batch([" " + s for s in sentences], add_special_tokens=False)]
+    assert len(sentences) > 1000 and encode_sentences(tok, sentences) == full
 
 
 def test_a_boundary_far_from_any_space_is_not_a_sync_point() -> None:
