@@ -8,6 +8,7 @@ F='batching rule|return (func|target|node)|UserWarn|warnings.warn|^\s*$'
 for i in 1 2; do
   echo -n "import longqa.engine: "; { time python3 -c "import longqa.engine"; } 2>&1
   echo -n "ask example (CLI): "; { time python3 -m longqa ask -q examples/haystack.txt "Where is Mary?"; } 2>&1 | tr '\n' ' '; echo
+  echo -n "refusing a missing file (CLI): "; { time python3 -m longqa ask /nonexistent.txt "Where is Mary?" 2>/dev/null; } 2>&1
 done
 python3 benchmarks/make_docs.py /tmp
 for d in 1M 10M; do
