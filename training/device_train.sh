@@ -10,8 +10,10 @@ run=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "
 ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1
 echo "gpus=$ngpu run=$run resume=$([ -f "$run/trainer.json" ] && echo yes || echo no)"
-torchrun --standalone --nproc_per_node="$ngpu" -m longqa train "$config" --max-minutes "$minutes"
-if [ -n "$eval_lengths" ]; then
+# A failed run (out of memory, say) still sends back its log and last saved checkpoint: no `set -e` exit here.
+status=0
+torchrun --standalone --nproc_per_node="$ngpu" -m longqa train "$config" --max-minutes "$minutes" || status=$?
+if [ -n "$eval_lengths" ] && [ "$status" = 0 ]; then
   python3 -m longqa export "$run" /tmp/export
   python3 -m longqa eval -m /tmp/export --lengths "$eval_lengths" -n 100 --batch 100 \
     --noise .data/carry/noise/fortunes.txt.xz --noise .data/carry/noise/perldoc.txt.xz \
@@ -20,3 +22,4 @@ fi
 cp "$run"/*.safetensors "$run/train.png" "$OUT/" 2>/dev/null || true
 tar -C "$run" -cf "$OUT/meta.tar" $(cd "$run" && ls *.json *.jsonl 2>/dev/null)
 ls -la "$OUT"
+exit "$status"
