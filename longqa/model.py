@@ -10,7 +10,7 @@ that crosses segments, so cost per segment and state size are constant in docume
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,6 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 ARMT_VERSION = 1  # bump whenever the math changes; checkpoints of other versions are refused
+# Config keys that only add parameters, which start so that the model computes what it did without them: a trained
+# checkpoint can be grown by them (ARMTModel.grown) and trained on.
+GROWABLE = frozenset({"token_writes"})
 # Keys that transformers' PreTrainedConfig wrote into config.json (the shipped checkpoint has them): ignored.
 # longqa no longer builds on transformers: importing it took 13 of the 20 s a `longqa ask` spent starting on
 # the H100 machine (BENCHMARKS.md), for two file formats that json and safetensors write as well.
@@ -44,6 +47,7 @@ class ARMTConfig:
     write_clip: list[float] | None = None  # per layer: the largest RMS a written vector keeps (AssociativeMemory.write)
     read_norm: bool = False  # True: a read is RMS-normalised with a learned gain, so it cannot grow with A (AssociativeMemory.read)
     alibi: bool = False  # True: attention scores fall with distance, a slope per head (alibi_bias)
+    token_writes: bool = False  # True: every segment token writes too, not only the memory tokens (AssociativeMemory.write)
     norm_eps: float = 1e-5
     mem_eps: float = 1e-6
     max_answer_tokens: int = 10
@@ -112,6 +116,7 @@ class AssociativeMemory(nn.Module):
         super().__init__()
         self.eps = cfg.mem_eps
         self.write_cap = cfg.write_cap
+        self.token_writes = cfg.token_writes
         self.write_clip = cfg.write_clip[layer] if cfg.write_clip else None
         self.W_Q = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
         self.W_K = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
@@ -124,6 +129,16 @@ class AssociativeMemory(nn.Module):
         # A normalised read keeps what is written bounded whatever A's size.
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.read_norm else None
         (self.norm if self.norm is not None else self.W_V).zero_init = True
+        # token_writes: the 16 memory tokens summed up a 512-token segment in 16 writes, and a room that a fact's own
+        # tokens had worked out (where-targets, training/README.md) never reached the object's entry. Each segment token
+        # may write its own entry, with its own projections, scaled by a gate that starts at 0: a grown checkpoint
+        # computes exactly what it did, and the gate's gradient is there from the first step. Tried on the shipped
+        # model (armt-v7-tw): the gates opened, QA3 did not move and QA2 fell.
+        if cfg.token_writes:
+            self.W_Kt = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
+            self.W_Vt = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+            self.W_betat = nn.Linear(cfg.d_model, 1)
+            self.token_gate = nn.Parameter(torch.zeros(()))
 
     def _lookup(self, phi: torch.Tensor, A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         # An empty memory (A = 0, z = 0) returns exactly 0, so "read only once written" needs no flag.
@@ -137,36 +152,58 @@ class AssociativeMemory(nn.Module):
                 r = F.rms_norm(r, r.shape[-1:], self.norm.weight.float(), self.norm.eps)
             return r.to(h.dtype)
 
+    def _project(
+        self, x: torch.Tensor, W_K: nn.Linear, W_V: nn.Linear, W_beta: nn.Linear
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys' features, values and write strengths (beta) of the vectors x, in fp32."""
+        if self.write_clip is not None:
+            # The memory tokens' outputs include this layer's own read, so a large read is written back
+            # larger and read back larger still: armt-v3's memory crept for ~900 segments of a 1M document,
+            # then went NaN within 100. Vectors longer than any seen in training are scaled down to that.
+            # It keeps such a memory finite; it did not keep v3's answers (training/README.md).
+            rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+            x = x * (self.write_clip / (rms + self.eps)).clamp(max=1)
+        phi_k = dpfp(F.linear(x, W_K.weight.float()))  # (B, N, d_key)
+        v = F.linear(x, W_V.weight.float())  # (B, N, d_model)
+        beta = torch.sigmoid(F.linear(x, W_beta.weight.float(), W_beta.bias.float()))  # (B, N, 1)
+        return phi_k, v, beta
+
     def write(
-        self, m: torch.Tensor, A: torch.Tensor, z: torch.Tensor, active: torch.Tensor | None
+        self,
+        m: torch.Tensor,
+        A: torch.Tensor,
+        z: torch.Tensor,
+        active: torch.Tensor | None,
+        tokens: torch.Tensor | None = None,
+        token_ok: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """New (A, z) after writing the memory-token outputs m (B, M, d); rows with active=False keep theirs."""
+        """New (A, z) after writing the memory-token outputs m (B, M, d), and with token_writes the segment tokens'
+        outputs (B, S, d) where token_ok (B, S) allows (None: all); rows with active=False keep theirs."""
         with torch.autocast(m.device.type, enabled=False):
-            m = m.float()
-            if self.write_clip is not None:
-                # The memory tokens' outputs include this layer's own read, so a large read is written back
-                # larger and read back larger still: armt-v3's memory crept for ~900 segments of a 1M document,
-                # then went NaN within 100. Vectors longer than any seen in training are scaled down to that.
-                # It keeps such a memory finite; it did not keep v3's answers (training/README.md).
-                rms = m.pow(2).mean(-1, keepdim=True).sqrt()
-                m = m * (self.write_clip / (rms + self.eps)).clamp(max=1)
-            phi_k = dpfp(F.linear(m, self.W_K.weight.float()))  # (B, M, d_key)
-            v = F.linear(m, self.W_V.weight.float())  # (B, M, d_model)
-            beta = torch.sigmoid(F.linear(m, self.W_beta.weight.float(), self.W_beta.bias.float()))
+            phi_k, v, beta = self._project(m.float(), self.W_K, self.W_V, self.W_beta)
+            counted = torch.ones_like(beta)  # how much of each key z counts (times gamma)
+            if tokens is not None:
+                phi_t, v_t, beta_t = self._project(tokens.float(), self.W_Kt, self.W_Vt, self.W_betat)
+                share = self.token_gate.float()
+                if token_ok is not None:
+                    share = share * token_ok.to(beta_t.dtype).unsqueeze(-1)
+                phi_k, v = torch.cat([phi_k, phi_t], 1), torch.cat([v, v_t], 1)
+                beta = torch.cat([beta, beta_t * share], 1)
+                counted = torch.cat([counted, (share * torch.ones_like(beta_t)).clamp(0, 1).detach()], 1)
             v_old = self._lookup(phi_k, A, z)
             k_norm2 = (phi_k * phi_k).sum(-1, keepdim=True)
             # gamma: the share of this key not yet counted in z, so rewriting a key does not inflate z.
-            gamma = (1 - (phi_k @ z.unsqueeze(-1)) / (k_norm2 + self.eps)).clamp(0, 1).detach()
+            gamma = (1 - (phi_k @ z.unsqueeze(-1)) / (k_norm2 + self.eps)).clamp(0, 1).detach() * counted
             if active is not None:
-                keep = active.to(m.dtype).view(-1, 1, 1)
+                keep = active.to(beta.dtype).view(-1, 1, 1)
                 beta, gamma = beta * keep, gamma * keep
             z = z + (gamma * phi_k).sum(1)
             if self.write_cap:
-                beta = beta * self._gain_cap(phi_k, beta, z)
+                beta = beta * self._gain_cap(phi_k, beta, z, counted)
             A = A + phi_k.transpose(1, 2) @ (beta * (v - v_old))
         return A, z
 
-    def _gain_cap(self, phi_k: torch.Tensor, beta: torch.Tensor, z_new: torch.Tensor) -> torch.Tensor:
+    def _gain_cap(self, phi_k: torch.Tensor, beta: torch.Tensor, z_new: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Factor (B, 1, 1) <= 1 on beta so that this segment's writes cannot overshoot.
 
         The M writes of a segment land at once. After them, the lookup at written key j moves by
@@ -176,10 +213,13 @@ class AssociativeMemory(nn.Module):
         segments of bAbI facts in an old memory). G is similar to a PSD matrix, so its eigenvalues are real
         and >= 0, and its largest row sum bounds them: scaling beta to keep that <= 1 keeps the joint
         step at the written keys no longer than the way to their targets. Young memories (the usual
-        G < 1) are left as they are."""
+        G < 1) are left as they are.
+
+        weight (B, M, 1) scales each row: token writes count as far as their gate has opened, so that a closed gate
+        leaves the cap (and the model) as it was."""
         overlap = phi_k @ phi_k.transpose(1, 2)  # (B, M, M): phi_j . phi_i
         row = (overlap @ beta) / (phi_k @ z_new.unsqueeze(-1) + self.eps)  # (B, M, 1): sum_i G_ji
-        return 1 / row.amax(1, keepdim=True).clamp_min(1).detach()
+        return 1 / (row * weight).amax(1, keepdim=True).clamp_min(1).detach()
 
 
 class CausalConv(nn.Module):
@@ -253,12 +293,18 @@ def layer_forward(
     n_mem: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer on one segment: read the layer's memory, run the block, write the memory tokens' outputs
-    (n_mem = 0: write nothing). Both schedules run exactly this: segment by segment (ARMTModel.run_layers) and
-    all layers at once on successive segments (wavefront.py)."""
+    (n_mem = 0: write nothing), and with token_writes the segment tokens' that the mask does not hide. Both
+    schedules run exactly this: segment by segment (ARMTModel.run_layers) and all layers at once on successive
+    segments (wavefront.py)."""
     h = h + mem.read(h, A, z)
     h = block(h, mask)
     if n_mem:
-        A, z = mem.write(h[:, -n_mem:], A, z, write_active)
+        tokens = token_ok = None
+        if mem.token_writes:
+            tokens = h[:, :-n_mem]
+            # The last memory token sees every real token of its row and no padding (segment_mask).
+            token_ok = None if mask is None else mask[:, 0, -1, :-n_mem]
+        A, z = mem.write(h[:, -n_mem:], A, z, write_active, tokens, token_ok)
     return h, A, z
 
 
@@ -302,6 +348,24 @@ class ARMTModel(nn.Module):
         model = cls(ARMTConfig.from_pretrained(folder))
         model.load_state_dict(load_file(Path(folder) / "model.safetensors"))
         return model.eval()
+
+    def grown(self, **changes) -> ARMTModel:
+        """This model with GROWABLE config changes: its weights, plus new parameters that start so that the new
+        model computes exactly what this one does."""
+        if not set(changes) <= GROWABLE:
+            raise ValueError(f"only {sorted(GROWABLE)} can be added to a trained model, not {sorted(set(changes) - GROWABLE)}")
+        model = ARMTModel(replace(self.config, **changes)).to(self.embed.weight)
+        unexpected = model.load_state_dict(self.state_dict(), strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{sorted(changes)} would drop weights: {unexpected}")
+        if changes.get("token_writes") and not self.config.token_writes:
+            # Token writes start as copies of the memory tokens' projections: keys in the space that the trained
+            # queries read, values of a trained size. At random (std 0.02) the DPFP keys were ~1e-4 of those.
+            with torch.no_grad():
+                for mem in model.memory:
+                    for new, old in ((mem.W_Kt, mem.W_K), (mem.W_Vt, mem.W_V), (mem.W_betat, mem.W_beta)):
+                        new.load_state_dict(old.state_dict())
+        return model.train(self.training)
 
     def set_write_cap(self, on: bool) -> None:
         """Switch the write cap (AssociativeMemory._gain_cap) on or off; saved with the config."""

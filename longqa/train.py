@@ -34,10 +34,11 @@ from .distributed import any_rank, join
 from .engine import load_checkpoint, save_checkpoint
 from .errors import InputError
 from .haystack import NoiseBank, build
-from .model import ARMTConfig, ARMTModel, MemoryState
+from .model import GROWABLE, ARMTConfig, ARMTModel, MemoryState
 from .text import EOS, GEN, encode_sentences
 
 IGNORE = -100
+GATE_LR_SCALE = 50  # the token-write gates' lr against the stage's (ARMTConfig.token_writes)
 MAX_SKIPPED = 100  # non-finite steps tolerated in one call before training stops with an error
 
 
@@ -97,7 +98,7 @@ class TrainConfig:
     out: str
     model: dict = field(default_factory=dict)  # ARMTConfig overrides
     # A model directory (`longqa export`, weights/...) whose weights start a new run, with fresh optimizer
-    # moments and the step at 0; its config is kept, so `model` must then be empty.
+    # moments and the step at 0; its config is kept, except for `model`'s GROWABLE keys (ARMTModel.grown).
     init: str | None = None
     stages: list[Stage] = field(default_factory=list)
     batch: int = 64  # examples per step, over all GPUs, unless a stage sets its own (step_batch, rank_batch)
@@ -122,8 +123,10 @@ class TrainConfig:
         return stage.batch or self.batch
 
     def __post_init__(self) -> None:
-        if self.init and self.model:
-            raise ValueError("a run that starts from 'init' keeps that model's config: leave 'model' empty")
+        if self.init and not set(self.model) <= GROWABLE:
+            raise ValueError(
+                f"a run that starts from 'init' keeps that model's config; 'model' may only add {sorted(GROWABLE)}"
+            )
 
 
 # ---- examples ------------------------------------------------------------------------------------
@@ -521,7 +524,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
         model, init_tok = load_checkpoint(cfg.init)
         if init_tok.get_vocab() != tok.get_vocab():
             raise InputError(f"{cfg.init} was trained with another tokenizer than {cfg.tokenizer}")
-        model.float()
+        model = model.float().grown(**cfg.model) if cfg.model else model.float()
     else:
         torch.manual_seed(cfg.seed)
         mcfg = ARMTConfig(
@@ -537,9 +540,13 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
             raise InputError(f"where_layer {stage.where_layer} is not a layer of this {model.config.n_layers}-layer model (0-based)")
     model.to(device).train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    gates = [p for n, p in model.named_parameters() if n.endswith("token_gate")]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 and not n.endswith("token_gate")]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if gates:  # Adam moves a parameter about lr a step: at 2e-4 a gate that starts at 0 would need 5,000 steps to open
+        groups.append({"params": gates, "weight_decay": 0.0, "lr_scale": GATE_LR_SCALE})
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        groups,
         lr=cfg.stages[0].lr,
         betas=(0.9, 0.95),
         fused=device.type == "cuda",
@@ -569,7 +576,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
             break
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step, warm_from)
+            g["lr"] = lr_at(cfg, step, warm_from) * g.get("lr_scale", 1)
         stage = stage_at(cfg.stages, step)
         if stage.write_cap is not None:
             model.set_write_cap(stage.write_cap)

@@ -223,6 +223,9 @@ def random_model(seed: int = 0, **kw) -> ARMTModel:
     with torch.no_grad():
         for mem in model.memory:
             mem.W_V.weight.normal_(std=0.5)
+            if mem.token_writes:  # their gate opened, as training opens it
+                mem.W_Vt.weight.normal_(std=0.5)
+                mem.token_gate.fill_(0.7)
     return model
 
 
@@ -294,9 +297,12 @@ def _some_state(model: ARMTModel, batch: int, seed: int) -> MemoryState:
     return state
 
 
-@pytest.mark.parametrize("alibi", [False, True])
-def test_padding_only_row_leaves_its_state_untouched(alibi: bool) -> None:
-    model = random_model(alibi=alibi)
+VARIANTS = [{}, {"alibi": True}, {"token_writes": True}]
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=str)
+def test_padding_only_row_leaves_its_state_untouched(kw: dict) -> None:
+    model = random_model(**kw)
     state = _some_state(model, 3, seed=1)
     ids = torch.randint(3, 50, (3, model.config.segment_len))
     ids[1] = model.config.pad_token_id
@@ -305,9 +311,9 @@ def test_padding_only_row_leaves_its_state_untouched(alibi: bool) -> None:
     assert not torch.equal(new.A[0], state.A[0]) and not torch.equal(new.A[2], state.A[2])
 
 
-@pytest.mark.parametrize("alibi", [False, True])
-def test_row_in_a_ragged_batch_equals_the_row_alone(alibi: bool) -> None:
-    model = random_model(alibi=alibi)
+@pytest.mark.parametrize("kw", VARIANTS, ids=str)
+def test_row_in_a_ragged_batch_equals_the_row_alone(kw: dict) -> None:
+    model = random_model(**kw)
     S = model.config.segment_len
     state = _some_state(model, 4, seed=2)
     ids = torch.randint(3, 50, (4, S))
@@ -321,9 +327,9 @@ def test_row_in_a_ragged_batch_equals_the_row_alone(alibi: bool) -> None:
     assert torch.allclose(batched.A[0], full.A[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("alibi", [False, True])
-def test_padding_content_does_not_matter(alibi: bool) -> None:
-    model = random_model(alibi=alibi)
+@pytest.mark.parametrize("kw", VARIANTS, ids=str)
+def test_padding_content_does_not_matter(kw: dict) -> None:
+    model = random_model(**kw)
     S = model.config.segment_len
     state = _some_state(model, 1, seed=3)
     ids = torch.randint(3, 50, (1, S))
@@ -357,6 +363,46 @@ def test_answer_of_a_row_in_a_batch_equals_the_row_alone(alibi: bool) -> None:
     assert both[0] == model.answer(state.rows(slice(0, 1)), qs[:1])[0]
     assert both[1] == model.answer(state.rows(slice(1, 2)), qs[1:])[0]
     assert all(len(a) <= 3 for a in both)
+
+
+def test_a_grown_model_computes_what_it_did_until_its_token_gates_open() -> None:
+    model = random_model(seed=7, write_cap=True, read_norm=True)
+    with torch.no_grad():
+        for mem in model.memory:
+            mem.norm.weight.normal_(std=0.5)
+    grown = model.grown(token_writes=True).eval()
+    assert grown.config.token_writes and not model.config.token_writes
+    for mem in grown.memory:
+        assert float(mem.token_gate) == 0 and torch.equal(mem.W_Kt.weight, mem.W_K.weight)
+    S = model.config.segment_len
+    g = torch.Generator().manual_seed(8)
+    states = [model.new_state(2), grown.new_state(2)]
+    with torch.inference_mode():
+        for lengths in ([S, S], [S, 3], [5, 0]):  # full, ragged and one padding-only row
+            ids = torch.randint(3, 50, (2, S), generator=g)
+            outs = [m.read_segment(ids, st, torch.tensor(lengths)) for m, st in zip((model, grown), states)]
+            assert torch.equal(outs[0][0], outs[1][0])
+            states = [o[1] for o in outs]
+            assert torch.equal(states[0].A, states[1].A) and torch.equal(states[0].z, states[1].z)
+        for mem in grown.memory:
+            mem.token_gate.fill_(0.5)
+        opened = grown.read(ids, states[1])
+    assert not torch.allclose(opened.A, model.read(ids, states[0]).A)
+    with pytest.raises(ValueError, match="only \\['token_writes'\\] can be added"):
+        model.grown(n_mem=4)
+
+
+def test_token_writes_fill_the_memory_when_the_memory_tokens_write_nothing() -> None:
+    model = random_model(seed=9, token_writes=True)
+    with torch.no_grad():
+        for mem in model.memory:
+            mem.W_beta.bias.fill_(-100.0)  # sigmoid(-100) == 0: the memory tokens' writes vanish
+    ids = torch.randint(3, 50, (1, model.config.segment_len))
+    assert model.read(ids, model.new_state(1)).A.abs().sum() > 0
+    with torch.no_grad():
+        for mem in model.memory:
+            mem.token_gate.zero_()
+    assert torch.equal(model.read(ids, model.new_state(1)).A, model.new_state(1).A)
 
 
 def test_alibi_bias_falls_with_distance_per_head_and_hides_the_future() -> None:
@@ -396,8 +442,9 @@ def test_checkpoint_of_other_version_is_refused_on_load(tiny_model: Path, tmp_pa
         load_checkpoint(d)
 
 
-def test_save_pretrained_round_trip_is_exact(tmp_path: Path) -> None:
-    model = random_model(seed=5)
+@pytest.mark.parametrize("kw", [{}, {"token_writes": True}], ids=str)
+def test_save_pretrained_round_trip_is_exact(tmp_path: Path, kw: dict) -> None:
+    model = random_model(seed=5, **kw)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = ARMTModel.from_pretrained(tmp_path / "ckpt").eval()
     strip = lambda d: {k: v for k, v in d.items() if k != "_name_or_path"}  # noqa: E731

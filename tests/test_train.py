@@ -27,6 +27,7 @@ from longqa.haystack import NoiseBank
 from longqa.model import ARMTConfig, ARMTModel, MemoryState
 from longqa.text import EOS, GEN
 from longqa.train import (
+    GATE_LR_SCALE,
     IGNORE,
     Batches,
     ExampleMaker,
@@ -128,8 +129,25 @@ def test_a_run_can_start_from_a_model_directory(tmp_path: Path) -> None:
     assert start.keys() == loaded.keys() and all(torch.equal(start[k], loaded[k]) for k in start)
     assert json.loads((Path(cfg.out) / "config.json").read_text())["write_cap"] is True
 
-    with pytest.raises(ValueError, match="leave 'model' empty"):
+    with pytest.raises(ValueError, match="'model' may only add \\['token_writes'\\]"):
         replace(cfg, model=TINY)
+
+    # A GROWABLE key adds parameters: the weights it had are loaded as they were, its token gates start shut.
+    grown = replace(cfg, out=str(tmp_path / "grown"), model={"token_writes": True})
+    assert train(grown, max_minutes=5, log=lambda _: None) == 1
+    loaded = load_model(Path(grown.out))
+    assert loaded.config.token_writes and all(float(m.token_gate) == 0 for m in loaded.memory)
+    assert all(torch.equal(start[k], loaded.state_dict()[k]) for k in start)
+
+
+def test_token_gates_train_at_a_multiple_of_the_stage_lr(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "run", [Stage(steps=1, max_segments=2, dense=1.0, lr=1e-3)])
+    cfg.model = {**TINY, "token_writes": True}
+    cfg.warmup = 1
+    train(cfg, max_minutes=5, log=lambda _: None)
+    gates = [abs(float(m.token_gate)) for m in load_model(Path(cfg.out)).memory]
+    # Adam's first step moves every parameter by about lr: the gates by GATE_LR_SCALE times that.
+    assert gates == pytest.approx([GATE_LR_SCALE * 1e-3] * len(gates), rel=0.05)
 
 
 def test_lr_warms_up_then_decays_linearly_within_a_stage(tmp_path: Path) -> None:

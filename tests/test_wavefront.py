@@ -23,9 +23,9 @@ from longqa.wavefront import WavefrontReader, matmul_precision, schedule
 torch.set_num_threads(1)
 
 
-def trained_like_model(n_layers: int = 3, read_norm: bool = False, alibi: bool = False) -> ARMTModel:
+def trained_like_model(n_layers: int = 3, read_norm: bool = False, alibi: bool = False, token_writes: bool = False) -> ARMTModel:
     cfg = ARMTConfig(vocab_size=60, d_model=16, n_layers=n_layers, n_heads=2, d_ff=32, segment_len=8, n_mem=3, d_mem=4,
-                     write_cap=True, read_norm=read_norm, alibi=alibi)
+                     write_cap=True, read_norm=read_norm, alibi=alibi, token_writes=token_writes)
     torch.manual_seed(0)
     model = ARMTModel(cfg).eval()
     with torch.no_grad():  # zero-initialised parts (value projection, read gain, conv) made to matter
@@ -33,19 +33,24 @@ def trained_like_model(n_layers: int = 3, read_norm: bool = False, alibi: bool =
             mem.W_V.weight.normal_(std=0.5)
             if mem.norm is not None:
                 mem.norm.weight.normal_(std=0.5)
+            if token_writes:
+                mem.token_gate.fill_(0.7)
         model.conv.conv.weight.normal_(std=0.1)
     return model
 
 
 @pytest.mark.parametrize(
-    "n_layers, diagonal, compile, read_norm, alibi",
-    [(1, True, False, False, False), (3, True, False, False, False), (3, False, False, False, False),
-     (3, True, True, False, False), (3, True, False, True, False), (3, True, False, True, True)],
+    "n_layers, diagonal, compile, read_norm, alibi, token_writes",
+    [(1, True, False, False, False, False), (3, True, False, False, False, False), (3, False, False, False, False, False),
+     (3, True, True, False, False, False), (3, True, False, True, False, False), (3, True, False, True, True, False),
+     (3, True, False, True, False, True), (3, False, False, True, False, True)],
 )
-def test_reader_states_equal_segment_by_segment(n_layers: int, diagonal: bool, compile: bool, read_norm: bool, alibi: bool) -> None:
+def test_reader_states_equal_segment_by_segment(
+    n_layers: int, diagonal: bool, compile: bool, read_norm: bool, alibi: bool, token_writes: bool
+) -> None:
     if compile and not shutil.which(os.environ.get("CXX", "g++")):
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    model = trained_like_model(n_layers, read_norm, alibi)
+    model = trained_like_model(n_layers, read_norm, alibi, token_writes)
     S, B = model.config.segment_len, 4
     g = torch.Generator().manual_seed(1)
     # 5, 1, 0 and 3 segments: rows end at different steps, one never starts; and memories that are not empty.

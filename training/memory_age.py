@@ -26,10 +26,10 @@ def watch_writes(model: ARMTModel) -> list[float]:
     zeroes it); NaN once a NaN was written. Shadows each memory's write method on this model only."""
     top = [0.0] * len(model.memory)
     for l, mem in enumerate(model.memory):
-        def write(m, A, z, active, _l=l, _write=mem.write):
+        def write(m, A, z, active, *tokens, _l=l, _write=mem.write):
             rms = m.float().pow(2).mean(-1).sqrt().max().cpu()
             top[_l] = float(torch.maximum(torch.tensor(top[_l]), rms))  # torch.maximum keeps NaN, max() would not
-            return _write(m, A, z, active)
+            return _write(m, A, z, active, *tokens)
         mem.write = write
     return top
 
