@@ -21,7 +21,7 @@ from torch import nn
 ARMT_VERSION = 1  # bump whenever the math changes; checkpoints of other versions are refused
 # Config keys that only add parameters, which start so that the model computes what it did without them: a trained
 # checkpoint can be grown by them (ARMTModel.grown) and trained on.
-GROWABLE = frozenset({"token_writes"})
+GROWABLE = frozenset({"token_writes", "n_layers"})
 # Keys that transformers' PreTrainedConfig wrote into config.json (the shipped checkpoint has them): ignored.
 # longqa no longer builds on transformers: importing it took 13 of the 20 s a `longqa ask` spent starting on
 # the H100 machine (BENCHMARKS.md), for two file formats that json and safetensors write as well.
@@ -354,10 +354,17 @@ class ARMTModel(nn.Module):
         model computes exactly what this one does."""
         if not set(changes) <= GROWABLE:
             raise ValueError(f"only {sorted(GROWABLE)} can be added to a trained model, not {sorted(set(changes) - GROWABLE)}")
+        L = self.config.n_layers
+        if changes.get("n_layers", L) != L and (changes["n_layers"] < L or self.config.write_clip is not None):
+            raise ValueError(f"n_layers can only grow from {L}, and not with a write clip (one value per layer)")
         model = ARMTModel(replace(self.config, **changes)).to(self.embed.weight)
         unexpected = model.load_state_dict(self.state_dict(), strict=False).unexpected_keys
         if unexpected:
             raise ValueError(f"{sorted(changes)} would drop weights: {unexpected}")
+        with torch.no_grad():  # added layers on top pass h through: zero output projections, and their memories
+            for block in model.blocks[L:]:  # read 0 (a zero read gain or W_V, as in any fresh model)
+                block.proj.weight.zero_()
+                block.down.weight.zero_()
         if changes.get("token_writes") and not self.config.token_writes:
             # Token writes start as copies of the memory tokens' projections: keys in the space that the trained
             # queries read, values of a trained size. At random (std 0.02) the DPFP keys were ~1e-4 of those.

@@ -388,8 +388,27 @@ def test_a_grown_model_computes_what_it_did_until_its_token_gates_open() -> None
             mem.token_gate.fill_(0.5)
         opened = grown.read(ids, states[1])
     assert not torch.allclose(opened.A, model.read(ids, states[0]).A)
-    with pytest.raises(ValueError, match="only \\['token_writes'\\] can be added"):
+    with pytest.raises(ValueError, match="can be added to a trained model, not \\['n_mem'\\]"):
         model.grown(n_mem=4)
+
+
+def test_layers_added_on_top_pass_the_outputs_and_answers_through() -> None:
+    model = random_model(seed=10, read_norm=True)
+    with torch.no_grad():
+        for mem in model.memory:
+            mem.norm.weight.normal_(std=0.5)
+    deeper = model.grown(n_layers=4).eval()
+    S = model.config.segment_len
+    ids = torch.randint(3, 50, (2, S))
+    with torch.inference_mode():
+        h, state = model.read_segment(ids, model.new_state(2), torch.tensor([S, 5]))
+        h4, state4 = deeper.read_segment(ids, deeper.new_state(2), torch.tensor([S, 5]))
+        assert torch.equal(h, h4) and torch.equal(state.A, state4.A[:, :2]) and state4.A[:, 2:].abs().sum() > 0
+        assert deeper.answer(state4, [[5, 6, 1], [7, 1]]) == model.answer(state, [[5, 6, 1], [7, 1]])
+    with pytest.raises(ValueError, match="n_layers can only grow from 2"):
+        model.grown(n_layers=1)
+    with pytest.raises(ValueError, match="not with a write clip"):
+        random_model(write_clip=[9.0, 9.0]).grown(n_layers=3)
 
 
 def test_token_writes_fill_the_memory_when_the_memory_tokens_write_nothing() -> None:

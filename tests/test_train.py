@@ -129,7 +129,7 @@ def test_a_run_can_start_from_a_model_directory(tmp_path: Path) -> None:
     assert start.keys() == loaded.keys() and all(torch.equal(start[k], loaded[k]) for k in start)
     assert json.loads((Path(cfg.out) / "config.json").read_text())["write_cap"] is True
 
-    with pytest.raises(ValueError, match="'model' may only add \\['token_writes'\\]"):
+    with pytest.raises(ValueError, match="'model' may only add \\['n_layers', 'token_writes'\\]"):
         replace(cfg, model=TINY)
 
     # A GROWABLE key adds parameters: the weights it had are loaded as they were, its token gates start shut.
