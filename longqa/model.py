@@ -181,19 +181,21 @@ class AssociativeMemory(nn.Module):
         outputs (B, S, d) where token_ok (B, S) allows (None: all); rows with active=False keep theirs."""
         with torch.autocast(m.device.type, enabled=False):
             phi_k, v, beta = self._project(m.float(), self.W_K, self.W_V, self.W_beta)
-            counted = torch.ones_like(beta)  # how much of each key z counts (times gamma)
+            counted = None  # token writes: how much of each key z counts beside gamma, as far as the gate is open
             if tokens is not None:
                 phi_t, v_t, beta_t = self._project(tokens.float(), self.W_Kt, self.W_Vt, self.W_betat)
                 share = self.token_gate.float()
                 if token_ok is not None:
                     share = share * token_ok.to(beta_t.dtype).unsqueeze(-1)
+                counted = torch.cat([torch.ones_like(beta), (share * torch.ones_like(beta_t)).clamp(0, 1).detach()], 1)
                 phi_k, v = torch.cat([phi_k, phi_t], 1), torch.cat([v, v_t], 1)
                 beta = torch.cat([beta, beta_t * share], 1)
-                counted = torch.cat([counted, (share * torch.ones_like(beta_t)).clamp(0, 1).detach()], 1)
             v_old = self._lookup(phi_k, A, z)
             k_norm2 = (phi_k * phi_k).sum(-1, keepdim=True)
             # gamma: the share of this key not yet counted in z, so rewriting a key does not inflate z.
-            gamma = (1 - (phi_k @ z.unsqueeze(-1)) / (k_norm2 + self.eps)).clamp(0, 1).detach() * counted
+            gamma = (1 - (phi_k @ z.unsqueeze(-1)) / (k_norm2 + self.eps)).clamp(0, 1).detach()
+            if counted is not None:
+                gamma = gamma * counted
             if active is not None:
                 keep = active.to(beta.dtype).view(-1, 1, 1)
                 beta, gamma = beta * keep, gamma * keep
@@ -203,7 +205,9 @@ class AssociativeMemory(nn.Module):
             A = A + phi_k.transpose(1, 2) @ (beta * (v - v_old))
         return A, z
 
-    def _gain_cap(self, phi_k: torch.Tensor, beta: torch.Tensor, z_new: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _gain_cap(
+        self, phi_k: torch.Tensor, beta: torch.Tensor, z_new: torch.Tensor, weight: torch.Tensor | None
+    ) -> torch.Tensor:
         """Factor (B, 1, 1) <= 1 on beta so that this segment's writes cannot overshoot.
 
         The M writes of a segment land at once. After them, the lookup at written key j moves by
@@ -215,11 +219,13 @@ class AssociativeMemory(nn.Module):
         step at the written keys no longer than the way to their targets. Young memories (the usual
         G < 1) are left as they are.
 
-        weight (B, M, 1) scales each row: token writes count as far as their gate has opened, so that a closed gate
-        leaves the cap (and the model) as it was."""
+        weight (B, M, 1), with token writes, scales each row: a token's counts as far as its gate has opened, so that a
+        closed gate leaves the cap (and the model) as it was."""
         overlap = phi_k @ phi_k.transpose(1, 2)  # (B, M, M): phi_j . phi_i
         row = (overlap @ beta) / (phi_k @ z_new.unsqueeze(-1) + self.eps)  # (B, M, 1): sum_i G_ji
-        return 1 / (row * weight).amax(1, keepdim=True).clamp_min(1).detach()
+        if weight is not None:
+            row = row * weight
+        return 1 / row.amax(1, keepdim=True).clamp_min(1).detach()
 
 
 class CausalConv(nn.Module):
