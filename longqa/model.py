@@ -133,7 +133,7 @@ class AssociativeMemory(nn.Module):
         # tokens had worked out (where-targets, training/README.md) never reached the object's entry. Each segment token
         # may write its own entry, with its own projections, scaled by a gate that starts at 0: a grown checkpoint
         # computes exactly what it did, and the gate's gradient is there from the first step. Tried on the shipped
-        # model (armt-v7-tw): the gates opened, QA3 did not move and QA2 fell.
+        # model (armt-v7-tw): QA3 did not move and QA2 fell.
         if cfg.token_writes:
             self.W_Kt = nn.Linear(cfg.d_model, cfg.d_mem, bias=False)
             self.W_Vt = nn.Linear(cfg.d_model, cfg.d_model, bias=False)

@@ -623,7 +623,7 @@ def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
     if rank == 0:
         save_training(out, model, tok, opt, step, cfg.seed)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    if ddp:  # no rank exits (and leaves the group, distributed.leave) before rank 0 has saved
+    if ddp:  # no rank exits (and leaves the group, distributed._leave) before rank 0 has saved
         dist.barrier()
     return step
 
