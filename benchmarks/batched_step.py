@@ -23,7 +23,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.bench import ROOT, fmt, model_rate, random_stream, replay_seconds
-from longqa.engine import Engine, lockstep, prefetch
+from longqa.engine import Engine, prefetch
+from longqa.input.segments import lockstep
 from longqa.wavefront import WavefrontReader, matmul_precision, schedule
 
 DOC_TOKENS = 16_000

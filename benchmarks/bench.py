@@ -27,11 +27,12 @@ from pathlib import Path
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from longqa.engine import ATTENTION_BACKENDS, Engine, lockstep, prefetch
-from longqa.haystack import parse_length
+from longqa.engine import ATTENTION_BACKENDS, Engine, prefetch
+from longqa.input.reader import Document, token_stream
+from longqa.input.segments import lockstep
+from longqa.input.text import question_ids
+from longqa.lab.generate.haystack import parse_length
 from longqa.model import ARMTConfig, ARMTModel
-from longqa.reader import Document, token_stream
-from longqa.text import question_ids
 from longqa.wavefront import WavefrontReader, schedule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,8 +164,8 @@ def producer_rate(engine: Engine, batch: int, per_doc: int) -> float:
 
 def make_document(path: Path, n_tokens: int, engine: Engine) -> int:
     """A text file of about n_tokens tokens: held-out noise repeated (real English, real tokenizer work)."""
-    sample = (ROOT / "longqa" / "data" / "noise-sample.txt").read_text()
-    from longqa.text import encode_text
+    sample = (ROOT / "longqa" / "lab" / "generate" / "data" / "noise-sample.txt").read_text()
+    from longqa.input.text import encode_text
 
     per_char = len(encode_text(engine.tokenizer, sample[:200_000])) / 200_000
     need_chars = int(n_tokens / per_char)
@@ -255,11 +256,11 @@ def fast_vs_plain(engine: Engine, model_dir: str, n_docs: int, length: int) -> d
     and through the plain one (the model segment by segment, eager, same bf16 weights)."""
     import random
 
-    from longqa import babi
-    from longqa.haystack import NoiseBank, build
+    from longqa.lab.generate import babi
+    from longqa.lab.generate.haystack import NoiseBank, build
 
     plain = Engine(model_dir, str(engine.device), use_graphs=False)
-    bank = NoiseBank([str(ROOT / "longqa" / "data" / "noise-sample.txt")], engine.tokenizer)
+    bank = NoiseBank([str(ROOT / "longqa" / "lab" / "generate" / "data" / "noise-sample.txt")], engine.tokenizer)
     rng = random.Random(0)
     samples = [babi.generate(f"qa{1 + i % 5}", rng) for i in range(n_docs)]
     hays = [build(s, bank, engine.tokenizer, length, rng, keep_sentences=False) for s in samples]

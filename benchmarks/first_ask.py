@@ -25,7 +25,7 @@ def one_process(doc: str, config: str) -> dict[str, float]:
 
     from longqa import engine as engine_module
     from longqa.engine import Engine
-    from longqa.reader import Document
+    from longqa.input.reader import Document
 
     if config == "cudnn":
         engine_module.ATTENTION_BACKENDS = [*engine_module.ATTENTION_BACKENDS, SDPBackend.CUDNN_ATTENTION]
@@ -52,9 +52,9 @@ def main() -> None:
     if len(sys.argv) == 3:
         print(json.dumps(one_process(sys.argv[1], sys.argv[2])))
         return
-    from longqa.text import split_sentences
+    from longqa.input.text import split_sentences
 
-    sample = (ROOT / "longqa" / "data" / "noise-sample.txt").read_text()
+    sample = (ROOT / "longqa" / "lab" / "generate" / "data" / "noise-sample.txt").read_text()
     sentences = split_sentences(sample[:40_000])  # about 10K tokens
     with tempfile.TemporaryDirectory() as tmp:
         doc = Path(tmp) / "doc.txt"

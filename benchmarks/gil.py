@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from longqa.engine import load_checkpoint
-from longqa.reader import Document, read_chunks
-from longqa.text import SentenceSplitter, encode_stream
+from longqa.checkpoint import load_model_dir
+from longqa.input.reader import Document, read_chunks
+from longqa.input.text import SentenceSplitter, encode_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,14 +63,14 @@ def main() -> None:
     sys.setswitchinterval(args.switch_interval)
     if args.gc == "off":
         gc.disable()
-    model, tokenizer = load_checkpoint(ROOT / "weights" / "longqa-armt-small")  # the model stays alive, as in the CLI
+    model, tokenizer = load_model_dir(ROOT / "weights" / "longqa-armt-small")  # the model stays alive, as in the CLI
     loaded = len(gc.get_objects())
     if args.gc == "frozen":
         gc.freeze()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "doc.txt"
-        path.write_text((ROOT / "longqa" / "data" / "noise-sample.txt").read_text() * args.copies)
+        path.write_text((ROOT / "longqa" / "lab" / "generate" / "data" / "noise-sample.txt").read_text() * args.copies)
         doc = Document(str(path), path.stat().st_size)
 
         def split() -> None:

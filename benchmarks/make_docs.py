@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bench import make_document, tokenize_rate
+
 from longqa.engine import Engine
 
 if __name__ == "__main__":

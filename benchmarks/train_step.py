@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from longqa.train import Stage, TrainConfig, train
+from longqa.lab.train import Stage, TrainConfig, train
 
 
 def measure(cfg: TrainConfig, max_segments: int, batch: int, compile: bool, steps: int, minutes: float) -> dict:

@@ -7,7 +7,7 @@ the commands so that `longqa --help` is instant.
 from __future__ import annotations
 
 import gc
-import importlib.util
+import importlib
 import io
 import json
 import os
@@ -15,20 +15,42 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from . import __version__
-from .errors import InputError, LongQAError
+from longqa import __version__
+from longqa.errors import InputError, LongQAError
 
-DEFAULT_MODEL = "longqa-armt-small"
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
+LAB_COMMANDS = ("generate", "eval", "train", "export", "tokenizer")  # longqa.lab.cli
+
+
+class Commands(TyperGroup):
+    """ask and memorize, plus the lab's commands, whose module is imported only when one of them is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *LAB_COMMANDS]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in LAB_COMMANDS:
+            return super().get_command(ctx, name)
+        try:
+            lab = importlib.import_module("longqa.lab.cli")
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("longqa.lab"):
+                raise
+            raise InputError(f"'{name}' is a lab command, and this install has no lab: use a source checkout (pip install -e .)") from None
+        return typer.main.get_command(lab.app).get_command(ctx, name)  # type: ignore[attr-defined]
+
+
 app = typer.Typer(
+    cls=Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -37,7 +59,7 @@ app = typer.Typer(
 )
 
 ModelOpt = Annotated[
-    Optional[str], typer.Option("--model", "-m", help="Checkpoint directory (default: env LONGQA_MODEL, then the shipped one).")
+    str | None, typer.Option("--model", "-m", help="Checkpoint directory (default: env LONGQA_MODEL, then the shipped one).")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: GPU if present).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no stats.")]
@@ -60,46 +82,17 @@ def info(message: str, quiet: bool) -> None:
         print(f"longqa: {message}", file=sys.stderr)
 
 
-def default_model_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "weights" / DEFAULT_MODEL, here.parent / "weights" / DEFAULT_MODEL):
-        if candidate.is_dir():
-            return candidate
-    raise InputError(
-        f"no model: the default checkpoint weights/{DEFAULT_MODEL} is not installed; pass --model DIR or set LONGQA_MODEL"
-    )
-
-
-def model_dir(option: str | None) -> Path:
-    if option:
-        return Path(option)
-    env = os.environ.get("LONGQA_MODEL")
-    if not env:
-        return default_model_dir()
-    if not Path(env).is_dir():
-        # Say where the path came from: the user may not remember having set the variable.
-        raise InputError(f"LONGQA_MODEL={env} is not a model directory; fix or unset it, or pass --model DIR")
-    return Path(env)
-
-
 def one_process(what: str) -> None:
     """Under torchrun every rank would read the same text and print the same answers."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError(f"{what} reads one text on one device; under torchrun use ask --each DIR or eval, which share work over the ranks")
 
 
-def have_matplotlib() -> bool:
-    """Plots need the optional `train` extra; everything else runs without it."""
-    return importlib.util.find_spec("matplotlib") is not None
-
-
-PLOT_EXTRA = "matplotlib is not installed (pip install 'longqa[train]')"
-
-
 def make_engine(model: str | None, device: str, compile: bool = False):
-    from .engine import Engine
+    from longqa.checkpoint import resolve_model_dir
+    from longqa.engine import Engine
 
-    engine = Engine(model_dir(model), device, compile=compile)
+    engine = Engine(resolve_model_dir(model), device, compile=compile)
     if compile and engine.device.type != "cuda":
         warn("--compile only applies on a GPU; reading without it")
     # torch, transformers and the model leave ~349K objects that live as long as the process. Frozen, the
@@ -193,8 +186,8 @@ def warn_unknown_forms(questions: list[str]) -> None:
     """A question of a form the model never trained on still gets an answer, but a guess: say so, in one
     stderr line however many there are. A question that names a file is most likely a second SOURCE
     given by mistake: say that too."""
-    from .babi import question_task
-    from .text import normalize
+    from longqa.input.text import normalize
+    from longqa.questions import question_task
 
     unknown = [q for q in dict.fromkeys(questions) if question_task(normalize(q)) is None]
     if not unknown:
@@ -217,7 +210,7 @@ def total_size(docs) -> int | None:
 
 def read_sources(engine, memory, sources: list[str], quiet: bool) -> None:
     """Read SOURCEs (not state files) into memory, with progress and stats; refuse empty input."""
-    from .reader import documents
+    from longqa.input.reader import documents
 
     docs = [d for s in sources for d in documents(s, warn)]
     before = memory.tokens
@@ -230,7 +223,7 @@ def read_sources(engine, memory, sources: list[str], quiet: bool) -> None:
 
 
 def load_memory(engine, path: str):
-    from . import state
+    from longqa import memory_file as state
 
     return state.load(path, engine.fingerprint)
 
@@ -254,10 +247,10 @@ def emit(question: str, answer: str, as_json: bool, extra: dict, with_source: bo
 @app.command()
 def ask(
     source: Annotated[str, typer.Argument(help="Text file, directory, '-' for stdin, or a saved memory STATE.")],
-    questions: Annotated[Optional[list[str]], typer.Argument(help="Questions, answered in order.")] = None,
-    questions_file: Annotated[Optional[str], typer.Option("--questions", help="File with one question per line ('-': stdin).")] = None,
-    memory: Annotated[Optional[str], typer.Option("--memory", help="Start from this saved memory STATE.")] = None,
-    save: Annotated[Optional[str], typer.Option("--save", help="Also save the memory after reading to STATE.")] = None,
+    questions: Annotated[list[str] | None, typer.Argument(help="Questions, answered in order.")] = None,
+    questions_file: Annotated[str | None, typer.Option("--questions", help="File with one question per line ('-': stdin).")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Start from this saved memory STATE.")] = None,
+    save: Annotated[str | None, typer.Option("--save", help="Also save the memory after reading to STATE.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
     each: Annotated[bool, typer.Option("--each", help="Treat every file below SOURCE (a directory) as its own document.")] = False,
     model: ModelOpt = None,
@@ -272,7 +265,7 @@ def ask(
         raise InputError(f"--each reads every file on its own: it cannot be combined with {'--memory' if memory else '--save'}")
     check_exists([source] + ([memory] if memory else []))
     if each:
-        from .distributed import join
+        from longqa.distributed import join
 
         rank, world = join(device)  # under torchrun, each rank reads a share of the files
         if rank == 0:
@@ -280,7 +273,7 @@ def ask(
         return ask_each(make_engine(model, device, compile), source, qs, as_json, quiet, rank, world)
     one_process("ask")
     warn_unknown_forms(qs)
-    from . import state  # torch comes with it: only after the checks, so bad input fails at once
+    from longqa import memory_file as state  # torch comes with it: only after the checks, so bad input fails at once
 
     engine = make_engine(model, device, compile)
     start = time.perf_counter()
@@ -302,8 +295,8 @@ def ask(
 def ask_each(engine, source: str, qs: list[str], as_json: bool, quiet: bool, rank: int = 0, world: int = 1) -> None:
     """Every file below SOURCE on its own, `batch` files per forward. Under torchrun each rank reads every
     world-th file of each round and rank 0 prints all answers, in the order one process would."""
-    from .distributed import gather_interleaved
-    from .reader import documents
+    from longqa.distributed import gather_interleaved
+    from longqa.input.reader import documents
 
     if not os.path.isdir(source):
         raise InputError(f"--each needs a directory, and {source} is not one")
@@ -333,7 +326,7 @@ def ask_each(engine, source: str, qs: list[str], as_json: bool, quiet: bool, ran
 def memorize(
     sources: Annotated[list[str], typer.Argument(help="Files, directories or '-', read in order as one text.")],
     save: Annotated[str, typer.Option("--save", help="Where to write the memory STATE.")],
-    memory: Annotated[Optional[str], typer.Option("--memory", help="Append to this saved memory instead of starting empty.")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Append to this saved memory instead of starting empty.")] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     compile: CompileOpt = False,
@@ -344,7 +337,7 @@ def memorize(
         raise InputError("standard input '-' can be given only once")
     check_exists(sources + ([memory] if memory else []))
     one_process("memorize")
-    from . import state  # torch comes with it: only after the checks, so bad input fails at once
+    from longqa import memory_file as state  # torch comes with it: only after the checks, so bad input fails at once
 
     for s in sources:
         if s != "-" and state.is_state_file(s):  # it would be read as (binary) text
@@ -354,164 +347,6 @@ def memorize(
     read_sources(engine, mem, sources, quiet)
     state.save(save, mem, engine.fingerprint)
     info(f"saved memory of {mem.tokens:,} tokens to {save}", quiet)
-
-
-def _length(spec: str) -> int:
-    from .haystack import parse_length
-
-    try:
-        return parse_length(spec.strip())
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
-
-def _lengths(spec: str) -> list[int]:
-    return [_length(x) for x in spec.split(",") if x.strip()]
-
-
-def _tasks(spec: str) -> list[str]:
-    from .babi import TASKS
-
-    tasks = [t.strip().lower() for t in spec.split(",") if t.strip()]
-    bad = [t for t in tasks if t not in TASKS]
-    if bad or not tasks:
-        raise InputError(f"unknown task {', '.join(bad) or spec!r}: choose from {', '.join(TASKS)}")
-    return tasks
-
-
-NOISE_SAMPLE = str(Path(__file__).resolve().parent / "data" / "noise-sample.txt")
-NoiseOpt = Annotated[
-    Optional[list[str]], typer.Option("--noise", help="Noise text files (one paragraph per line; .xz/.gz ok). Default: the shipped held-out sample.")
-]
-
-
-@app.command()
-def generate(
-    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the haystack text.")],
-    task: Annotated[str, typer.Option("--task", help="qa1 ... qa5")] = "qa1",
-    length: Annotated[str, typer.Option("--length", help="Context tokens: 0K, 4K, 128K, 1M ... or a number.")] = "4K",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    noise: NoiseOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print question and answer as JSON.")] = False,
-    model: ModelOpt = None,
-) -> None:
-    """Write a BABILong-style haystack (a bAbI story hidden in real text); print its question and answer."""
-    import random
-
-    from . import babi
-    from .engine import load_checkpoint
-    from .haystack import NoiseBank, build, to_text
-
-    (task_,) = _tasks(task)
-    (n_tokens,) = _lengths(length)
-    _, tokenizer = load_checkpoint(model_dir(model))
-    rng = random.Random(f"{seed}-{task_}-{n_tokens}")
-    sample = babi.generate(task_, rng)
-    bank = NoiseBank(noise or [NOISE_SAMPLE], tokenizer) if n_tokens else None
-    hay = build(sample, bank, tokenizer, n_tokens, rng)
-    from .state import write_atomic
-
-    write_atomic(output, to_text(hay).encode("utf-8"))
-    if as_json:
-        print(json.dumps({"task": task_, "length": n_tokens, "seed": seed, "tokens": hay.n_tokens,
-                          "question": hay.question, "answer": hay.answer, "file": output}))
-    else:
-        print(hay.question)
-        print(hay.answer)
-
-
-@app.command("eval")
-def eval_(
-    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks.")] = "qa1,qa2,qa3,qa4,qa5",
-    lengths: Annotated[str, typer.Option("--lengths", help="Comma-separated context lengths.")] = "0K,1K,4K",
-    samples: Annotated[int, typer.Option("--samples", "-n", help="Documents per task and length.")] = 100,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch: Annotated[int, typer.Option("--batch", help="Documents per forward.")] = 64,
-    prefix: Annotated[str, typer.Option("--prefix", help="Extra noise read before each document, e.g. 32K (tests an aged memory).")] = "0",
-    noise: NoiseOpt = None,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    plot_out: Annotated[Optional[str], typer.Option("--plot", help="Also draw accuracy vs length to this PNG.")] = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    compile: CompileOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Accuracy per task and length on generated BABILong-style documents (BABILong scoring)."""
-    from rich.console import Console
-
-    from .evaluate import evaluate, length_name, plot, table, write_json
-
-    task_list, length_list = _tasks(tasks), _lengths(lengths)
-    if samples < 1:
-        raise InputError("--samples must be at least 1")
-    prefix_tokens = _length(prefix)
-    if plot_out and not have_matplotlib():  # say so before the eval, not after it
-        raise InputError(f"--plot needs {PLOT_EXTRA}")
-    from .distributed import join
-
-    rank, world = join(device)
-    engine = make_engine(model, device, compile)
-    on_cell = lambda c: info(  # noqa: E731
-        f"{c.task} {length_name(c.length)}: {100 * c.accuracy:.1f}% (shortcut {100 * c.last_mentioned:.0f}%, "
-        f"{c.mean_tokens:,.0f} tokens, {c.seconds:.1f} s)", quiet or rank > 0)
-    cells = evaluate(
-        engine, noise or [NOISE_SAMPLE], task_list, length_list, samples, seed, batch, on_cell, rank, world, prefix_tokens
-    )
-    if rank > 0:  # rank 0 reports for all
-        return
-    Console().print(table(cells))
-    meta = {"model": str(model_dir(model)), "device": str(engine.device), "noise": noise or [NOISE_SAMPLE], "seed": seed, "prefix": prefix_tokens}
-    if json_out:
-        write_json(cells, json_out, meta)
-    if plot_out:
-        plot(cells, plot_out, f"{Path(meta['model']).name} on {', '.join(Path(n).name for n in meta['noise'])}")
-
-
-@app.command()
-def train(
-    config: Annotated[str, typer.Argument(help="Training config JSON (see training/).")],
-    max_minutes: Annotated[float, typer.Option("--max-minutes", help="Stop (and checkpoint) after this long.")] = 8.0,
-) -> None:
-    """Train or resume a checkpoint; run under torchrun for several GPUs."""
-    from .train import TrainConfig, plot_log
-    from .train import train as run
-
-    try:
-        cfg = TrainConfig.from_json(config)
-    except (OSError, ValueError, TypeError) as e:  # missing file, bad JSON or values, unknown keys
-        raise InputError(f"bad training config {config}: {e}") from None
-    run(cfg, max_minutes, log=lambda line: print(line, file=sys.stderr, flush=True))
-    log = Path(cfg.out) / "log.jsonl"
-    if log.is_file() and os.environ.get("RANK", "0") == "0":
-        if have_matplotlib():
-            plot_log(log, Path(cfg.out) / "train.png")
-        else:  # the checkpoint and log.jsonl are written; only the picture is missing
-            warn(f"no train.png: {PLOT_EXTRA}")
-
-
-@app.command()
-def export(
-    run: Annotated[str, typer.Argument(help="Training checkpoint folder (the config's 'out').")],
-    output: Annotated[str, typer.Argument(help="Model directory to write (config.json, model.safetensors, tokenizer.json).")],
-) -> None:
-    """Turn a training checkpoint into a model directory that `--model` accepts."""
-    from .train import export as run_export
-
-    if not (Path(run) / "trainer.json").is_file():
-        raise InputError(f"{run} is not a training checkpoint (no trainer.json)")
-    run_export(Path(run), Path(output))
-
-
-@app.command()
-def tokenizer(
-    noise: Annotated[list[str], typer.Option("--noise", help="Training noise files.")],
-    output: Annotated[str, typer.Option("--output", "-o")],
-    vocab: Annotated[int, typer.Option("--vocab")] = 4096,
-) -> None:
-    """Train the byte-level BPE tokenizer on training noise plus generated bAbI stories."""
-    from .tokenizer import train_babilong_tokenizer
-
-    train_babilong_tokenizer(noise, vocab).save(output)
 
 
 def version_callback(value: bool) -> None:

@@ -6,7 +6,6 @@ pass (`ask --each`, `eval`); a single document is the batch-of-one case of the s
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import sys
@@ -19,84 +18,22 @@ import torch
 from tokenizers import Tokenizer
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .errors import InputError
-from .model import ARMTConfig, ARMTModel, MemoryState
-from .reader import Document, Progress, Segmenter, token_stream
-from .state import Memory
-from .text import question_ids
-from .tokenizer import decode, load_tokenizer
-from .wavefront import WavefrontReader, schedule
+from longqa.checkpoint import fingerprint, load_model_dir
+from longqa.device import resolve_device
+from longqa.errors import InputError
+from longqa.input.reader import Document, Progress, token_stream
+from longqa.input.segments import Segmenter, lockstep
+from longqa.input.text import decode, question_ids
+from longqa.memory_file import Memory
+from longqa.model import ARMTConfig, ARMTModel, MemoryState
+from longqa.wavefront import WavefrontReader, schedule
 
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 ANSWER_BATCH = 256
 WAVEFRONT_MAX_BATCH = 32  # uncompiled, above it the GPU is busy anyway and layer-by-layer steps are faster (BENCHMARKS.md)
 # Answering uses every attention backend but cuDNN's, which plans anew for each shape it meets: a question's
 # length and each answer token are new shapes, and a fresh process took 2.6 s instead of 0.17 s to answer
 # (BENCHMARKS.md). Reading keeps torch's choice: its graphed step has one shape, planned once at capture.
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def fingerprint(model_dir: str | Path) -> str:
-    """Identity of a model + tokenizer: states written by one are refused by any other."""
-    h = hashlib.sha256()
-    for name in MODEL_FILES:
-        with open(Path(model_dir) / name, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: no CUDA GPU is available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise InputError(f"unsupported device '{name}' (use auto, cpu, cuda or cuda:N)")
-    return device
-
-
-def load_checkpoint(model_dir: str | Path) -> tuple[ARMTModel, Tokenizer]:
-    """Model and tokenizer from a directory written by save_checkpoint; InputError if it is not one."""
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise InputError(f"model directory not found: {d}")
-    missing = [n for n in MODEL_FILES if not (d / n).is_file()]
-    if missing:
-        raise InputError(f"{d} is not a longqa model directory (missing {', '.join(missing)})")
-    try:
-        model = ARMTModel.from_pretrained(d)
-        tokenizer = load_tokenizer(d / "tokenizer.json")
-    except Exception as e:  # json/safetensors/torch/tokenizers each raise their own types
-        raise InputError(f"cannot load model from {d}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return model, tokenizer
-
-
-def save_checkpoint(model: ARMTModel, tokenizer: Tokenizer, model_dir: str | Path) -> None:
-    model.save_pretrained(model_dir)
-    tokenizer.save(str(Path(model_dir) / "tokenizer.json"))
-
-
-def lockstep(streams: list[Iterator[np.ndarray]]) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    """(rows, segments) per step: the next segment of every document that still has one."""
-    live = list(range(len(streams)))
-    while live:
-        batch, rows = [], []
-        for i in live:
-            segment = next(streams[i], None)
-            if segment is not None:
-                batch.append(segment)
-                rows.append(i)
-        live = rows
-        if rows:
-            yield rows, batch
 
 
 def prefetch(items: Iterator, depth: int = 16) -> Iterator:
@@ -140,7 +77,7 @@ def prefetch(items: Iterator, depth: int = 16) -> Iterator:
 
 class Engine:
     def __init__(self, model_dir: str | Path, device: str = "auto", use_graphs: bool = True, compile: bool = False) -> None:
-        model, tokenizer = load_checkpoint(model_dir)
+        model, tokenizer = load_model_dir(model_dir)
         self._setup(model, tokenizer, fingerprint(model_dir), resolve_device(device), use_graphs, compile)
 
     @classmethod

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from .model import ARMTModel, AssociativeMemory, Block, MemoryState, layer_forward
+from longqa.model import ARMTModel, AssociativeMemory, Block, MemoryState, layer_forward
 
 
 @contextmanager

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from longqa.engine import save_checkpoint
+from longqa.checkpoint import save_model_dir
+from longqa.lab.generate.tokenizer import train_tokenizer
 from longqa.model import ARMTConfig, ARMTModel
-from longqa.tokenizer import train_tokenizer
 
 NAMES = ["Mary", "John", "Daniel", "Sandra"]
 ROOMS = ["kitchen", "garden", "office", "hallway", "bedroom", "bathroom"]
@@ -43,7 +43,7 @@ def make_tiny_model(path: Path, seed: int = 0, segment_len: int = 16) -> Path:
     with torch.no_grad():  # a memory that actually writes, so the state tests mean something
         for mem in model.memory:
             mem.W_V.weight.normal_(std=0.5)
-    save_checkpoint(model, tok, path)
+    save_model_dir(model, tok, path)
     return path
 
 

@@ -31,10 +31,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
+from conftest import babi_text
 from safetensors.torch import load, save
 
-from conftest import babi_text
 from longqa import cli
+
+pytestmark = pytest.mark.slow  # subprocesses / the real checkpoint on CPU: minutes
 
 Q = "Where is Mary?"
 TEXT = babi_text(30, seed=4) + "\n"

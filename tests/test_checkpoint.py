@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from longqa.cli import NOISE_SAMPLE
 from longqa.engine import Engine
-from longqa.evaluate import evaluate
+from longqa.lab.eval import evaluate
+from longqa.lab.generate.noise import SAMPLE as NOISE_SAMPLE
+
+pytestmark = pytest.mark.slow  # subprocesses / the real checkpoint on CPU: minutes
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "longqa-armt-small"
 FLOORS = {"qa1": 0.85, "qa2": 0.60, "qa3": 0.35, "qa4": 0.90, "qa5": 0.90}

@@ -14,11 +14,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
+from conftest import babi_text, torchrun
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import babi_text, torchrun
-from longqa import __version__, babi, cli
+from longqa import __version__, cli
+from longqa.lab.generate import babi
 
 torch.set_num_threads(1)
 
@@ -201,6 +202,7 @@ def test_ask_each_answers_every_file_like_asking_it_alone(run, corpus: Path) -> 
     assert [f"{o['source']}\t{o['answer']}" for o in objs] == expected
 
 
+@pytest.mark.slow
 def test_ask_each_sharded_over_two_torchrun_ranks_prints_what_one_process_does(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
     """Five files in one round: rank 0 reads files 0, 2 and 4, rank 1 files 1 and 3 (3 is empty). Rank 0
     prints every answer once, in file order, and the warning for rank 1's empty file once."""
@@ -363,7 +365,9 @@ def test_model_dir_without_files(run, corpus: Path, tmp_path: Path) -> None:
 
 
 def test_missing_default_model(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "DEFAULT_MODEL", "no-such-default-model")
+    from longqa import checkpoint
+
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL", "no-such-default-model")
     assert_error(run("ask", corpus / "a.txt", QS[0], model=None), 2, "--model", "LONGQA_MODEL")
 
 
@@ -423,6 +427,7 @@ def test_process_stdin_pipe_equals_file(run, corpus: Path, tiny_model: Path) -> 
     assert all(o["source"] == "-" for o in objs)
 
 
+@pytest.mark.slow
 def test_eval_sharded_over_two_torchrun_ranks_equals_one_process(tmp_path: Path) -> None:
     """`eval` under torchrun (gloo on CPU here, NCCL on GPUs): each rank reads a share of the documents,
     and the cells are exactly those of a single process, printed once. The shipped model answers some
@@ -449,9 +454,10 @@ def test_plots_without_matplotlib(run, tiny_model: Path, tmp_path: Path, monkeyp
 
     from test_train import tiny_config
 
-    from longqa.train import Stage
+    from longqa.lab import cli as lab_cli
+    from longqa.lab.train import Stage
 
-    monkeypatch.setattr(cli, "have_matplotlib", lambda: False)
+    monkeypatch.setattr(lab_cli, "have_matplotlib", lambda: False)
     assert_error(run("eval", "-m", tiny_model, "--lengths", "300", "--plot", tmp_path / "p.png"), 2, "--plot", "longqa[train]")
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(asdict(tiny_config(tmp_path / "run", [Stage(steps=2, max_segments=1, dense=1.0)]))))

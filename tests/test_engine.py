@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from longqa.engine import lockstep, prefetch
-from longqa.reader import Segmenter
+from longqa.engine import prefetch
+from longqa.input.segments import Segmenter, lockstep
 
 
 def test_lockstep_steps_are_each_documents_segments_and_ended_rows_drop_out() -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from longqa import babi, text
-from longqa.haystack import Haystack, NoiseBank, build, parse_length, to_text
+from longqa.input import text
+from longqa.lab.generate import babi
+from longqa.lab.generate.haystack import Haystack, NoiseBank, build, parse_length, to_text
 
 WORDS = (
     "the of and to in a that he it was his with for as had you not be her on at by which this have from she "

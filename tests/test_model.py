@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from longqa.engine import load_checkpoint
+from longqa.checkpoint import load_model_dir
 from longqa.errors import InputError
 from longqa.model import ARMT_VERSION, ARMTConfig, ARMTModel, AssociativeMemory, MemoryState, alibi_bias, dpfp, layer_forward
 
@@ -458,7 +458,7 @@ def test_checkpoint_of_other_version_is_refused_on_load(tiny_model: Path, tmp_pa
     cfg["armt_version"] = ARMT_VERSION + 1
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match="armt_version"):
-        load_checkpoint(d)
+        load_model_dir(d)
 
 
 @pytest.mark.parametrize("kw", [{}, {"token_writes": True}], ids=str)
@@ -483,14 +483,14 @@ def test_unknown_config_key_is_refused(tiny_model: Path, tmp_path: Path) -> None
     cfg["n_layer"] = 3  # a typo must not load as the default shape
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match="cannot load model"):
-        load_checkpoint(d)
+        load_model_dir(d)
 
 
 def test_shipped_checkpoint_loads_without_transformers() -> None:
     """Its config.json was written by transformers (keys we ignore); loading it must not import transformers,
     whose import cost most of a `longqa ask` start-up (BENCHMARKS.md)."""
     shipped = Path(__file__).resolve().parent.parent / "weights" / "longqa-armt-small"
-    code = ("import sys; from longqa.engine import load_checkpoint; "
-            f"m, _ = load_checkpoint({str(shipped)!r}); print(m.config.n_layers, 'transformers' in sys.modules)")
+    code = ("import sys; from longqa.checkpoint import load_model_dir; "
+            f"m, _ = load_model_dir({str(shipped)!r}); print(m.config.n_layers, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(ARMTModel.from_pretrained(shipped).config.n_layers), "False"]

@@ -7,7 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from longqa import noise
+from longqa.lab.generate import noise
 
 SAMPLE = Path(noise.__file__).parent / "data" / "noise-sample.txt"
 

@@ -17,9 +17,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import pytest
 
-from longqa import reader
 from longqa.errors import InputError
-from longqa.reader import Document, Segmenter, documents, read_chunks
+from longqa.input import reader
+from longqa.input.reader import Document, documents, read_chunks
+from longqa.input.segments import Segmenter
 
 TEXT = "Mary went to the kitchen. Grüße aus Köln! 日本語のテキスト。 Emoji 😀 here.\n" * 300
 

@@ -21,16 +21,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
+from conftest import babi_text
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import longqa
-from conftest import babi_text
-from longqa import cli, state
+from longqa import cli
+from longqa import memory_file as state
 from longqa.errors import LongQAError, StateError
-from longqa.reader import documents, read_chunks
-from longqa.text import encode_stream
-from longqa.tokenizer import load_tokenizer
+from longqa.input.reader import documents, read_chunks
+from longqa.input.text import encode_stream, load_tokenizer
 
 torch.set_num_threads(1)
 
@@ -211,7 +211,7 @@ def test_two_runs_give_identical_answers_and_states(tiny_model: Path, tmp_path: 
         for i in (1, 2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err.decode()
     runs = [[json.loads(line) for line in out.decode().splitlines()] for out, _ in outs]
     assert len(runs[0]) == len(QS)
@@ -253,9 +253,9 @@ RSS_LIMIT_MB = 600
 _RSS_SCRIPT = textwrap.dedent(
     """
     import re, resource, sys, time
-    from longqa.reader import documents, read_chunks
-    from longqa.text import encode_stream
-    from longqa.tokenizer import load_tokenizer
+    from longqa.input.reader import documents, read_chunks
+    from longqa.input.text import encode_stream
+    from longqa.input.text import load_tokenizer
 
     def hwm_mb():  # this image's peak RSS; ru_maxrss also counts the forked parent's before exec
         return int(re.search(r"VmHWM:\\s*(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
@@ -273,6 +273,7 @@ _RSS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_reading_a_huge_one_line_file_stays_in_bounded_ram(tiny_model: Path, tmp_path: Path) -> None:
     big = tmp_path / "one-line.txt"
     block = b"abc " * (1 << 18)  # 1 MiB of words, no newline, no sentence end

@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from longqa import state
+from longqa import memory_file as state
 from longqa.errors import RuntimeFailure, StateError
+from longqa.memory_file import Memory
 from longqa.model import MemoryState
-from longqa.state import Memory
 
 FP = "0123456789abcdef"
 

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from longqa import reader
-from longqa.reader import Document, Segmenter, read_chunks, token_stream
-from longqa.text import (
+from longqa.input import reader
+from longqa.input.reader import Document, read_chunks, token_stream
+from longqa.input.segments import Segmenter
+from longqa.input.text import (
     GEN,
     MAX_SENTENCE_CHARS,
     SentenceSplitter,
@@ -22,13 +23,13 @@ from longqa.text import (
     encode_sentences,
     encode_stream,
     encode_text,
+    load_tokenizer,
     next_sync,
     normalize,
     question_ids,
     split_sentences,
 )
-from longqa.tokenize_pool import encode_piece
-from longqa.tokenizer import load_tokenizer
+from longqa.input.tokenize_pool import encode_piece
 
 # ---- random texts ---------------------------------------------------------------------------------
 
@@ -206,7 +207,8 @@ def test_pieces_from_any_chunking_encode_like_the_whole(text: str, data: st.Data
 def test_encode_sentences_gives_the_ids_of_the_full_encode_batch() -> None:
     """encode_sentences uses the variant without offsets (encode_batch_fast): on real text and on the odd
     characters of the random texts, with the shipped tokenizer, it must give the ids the full call gives."""
-    from longqa.cli import NOISE_SAMPLE, default_model_dir
+    from longqa.checkpoint import default_model_dir
+    from longqa.lab.generate.noise import SAMPLE as NOISE_SAMPLE
 
     tok = load_tokenizer(default_model_dir() / "tokenizer.json")
     sentences = split_sentences(Path(NOISE_SAMPLE).read_text()[:400_000] + " " + _DENSE * 3 + " " + _WORD_CHARS)

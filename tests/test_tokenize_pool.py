@@ -18,13 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from longqa import reader, tokenize_pool
 from longqa.errors import InputError, RuntimeFailure
-from longqa.reader import Document, token_stream
-from longqa.text import encode_text
-from longqa.tokenizer import load_tokenizer
+from longqa.input import reader, tokenize_pool
+from longqa.input.reader import Document, token_stream
+from longqa.input.text import encode_text, load_tokenizer
 
-SAMPLE = (Path(__file__).resolve().parent.parent / "longqa" / "data" / "noise-sample.txt").read_text()
+SAMPLE = (Path(__file__).resolve().parent.parent / "longqa" / "lab" / "generate" / "data" / "noise-sample.txt").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +170,8 @@ def test_ctrl_c_while_workers_run_prints_no_traceback_and_exits(tokenizer, tmp_p
         f"""
         import sys, time
         import numpy as np
-        from longqa.reader import Document, token_stream
-        from longqa.tokenizer import load_tokenizer
+        from longqa.input.reader import Document, token_stream
+        from longqa.input.text import load_tokenizer
 
         if __name__ == "__main__":
             tok = load_tokenizer({str(tmp_path / "tokenizer.json")!r})

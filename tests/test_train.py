@@ -16,17 +16,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import torchrun
 from tokenizers import Tokenizer
 
-from conftest import babi_text, torchrun
-from longqa import babi
 from longqa.distributed import any_rank
 from longqa.errors import InputError
-from longqa.evaluate import draw_documents
-from longqa.haystack import NoiseBank
-from longqa.model import ARMTConfig, ARMTModel, MemoryState
-from longqa.text import EOS, GEN
-from longqa.train import (
+from longqa.input.text import EOS, GEN
+from longqa.lab.generate import babi
+from longqa.lab.generate.haystack import NoiseBank
+from longqa.lab.train import (
     GATE_LR_SCALE,
     IGNORE,
     Batches,
@@ -43,10 +41,11 @@ from longqa.train import (
     start_state,
     train,
 )
+from longqa.model import ARMTConfig, ARMTModel, MemoryState
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT / "weights" / "longqa-armt-small" / "tokenizer.json"
-NOISE = ROOT / "longqa" / "data" / "noise-sample.txt"
+NOISE = ROOT / "longqa" / "lab" / "generate" / "data" / "noise-sample.txt"
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "segment_len": 64, "n_mem": 4, "d_mem": 8}
 
 
@@ -185,6 +184,7 @@ def tiny_model_and_batches(cfg: TrainConfig) -> tuple[ARMTModel, Iterator[dict[s
     return model, iter(Batches(cfg, model.config.segment_len, model.config.pad_token_id, 0, 1, 0))
 
 
+@pytest.mark.slow
 def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Path) -> None:
     # TrainConfig.compile must change the speed of training, not what it learns.
     cfg = tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=0.5)])
@@ -418,6 +418,7 @@ def test_exact_by_task() -> None:
     assert exact_by_task(exact, task) == {"exact": 0.75, "exact_qa1": 0.5, "exact_qa3": 1.0}
 
 
+@pytest.mark.slow
 def test_train_under_torchrun_with_two_ranks(tmp_path: Path) -> None:
     """DDP end to end on CPU (gloo): two ranks step together through a stage change and a carried
     memory, and rank 0 checkpoints. An unused parameter or a rank out of step would fail or hang here."""
@@ -446,48 +447,6 @@ def test_any_rank_shares_one_ranks_stop_with_all(tmp_path: Path) -> None:
     assert [json.loads((tmp_path / f"votes.{r}").read_text()) for r in (0, 1)] == [[True, False]] * 2
 
 
-def test_inline_vs_memory_script_runs(tmp_path: Path) -> None:
-    # training/inline_vs_memory.py backs a table in the model card; it uses the trainer's encoding.
-    out = tmp_path / "t.json"
-    subprocess.run([sys.executable, str(ROOT / "training" / "inline_vs_memory.py"), "-n", "2", "--json", str(out)],
-                   check=True, cwd=ROOT, capture_output=True)
-    table = json.loads(out.read_text())["tasks"]
-    assert tuple(sorted(table)) == babi.TASKS
-    assert all(0 <= row[k] <= 100 for row in table.values() for k in ("inline", "from_memory"))
-
-
-def test_qa4_cases_tells_end_from_middle_room() -> None:
-    sys.path.insert(0, str(ROOT / "training"))
-    from qa4_cases import CASES, case
-
-    facts = ["The kitchen is north of the garden.", "The office is south of the garden."]
-    assert case(babi.Sample("qa4", facts, "What is north of the garden?", "kitchen")) == CASES[1]
-    assert case(babi.Sample("qa4", facts, "What is the kitchen north of?", "garden")) == CASES[0]  # "The kitchen"
-    assert case(babi.Sample("qa4", facts, "What is south of the kitchen?", "garden")) == CASES[0]
-    subject_first = ["The garden is north of the office.", "The kitchen is north of the garden."]
-    assert case(babi.Sample("qa4", subject_first, "What is south of the garden?", "office")) == CASES[1]
-
-
-def test_qa2_cases_tells_held_from_dropped_and_moved_on(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "training"))
-    from qa2_cases import CASES, SEGMENT_CASES, case, drop_and_move
-
-    facts = ["Mary went to the kitchen.", "Mary picked up the milk there.", "John went to the garden."]
-    ask = "Where is the milk?"
-    assert case(babi.Sample("qa2", facts, ask, "kitchen")) == (CASES[0], "kitchen")
-    assert case(babi.Sample("qa2", facts + ["Mary discarded the milk."], ask, "kitchen")) == (CASES[1], "kitchen")
-    moved = facts + ["Mary put down the milk.", "Mary travelled to the office."]
-    assert case(babi.Sample("qa2", moved, ask, "kitchen")) == (CASES[2], "office")
-    assert drop_and_move(babi.Sample("qa2", moved + ["Mary went to the garden."], ask, "kitchen")) == (3, 0)
-    assert case(babi.Sample("qa2", moved + ["Mary went back to the kitchen."], ask, "kitchen")) == (CASES[1], "kitchen")
-    done = subprocess.run([sys.executable, str(ROOT / "training" / "qa2_cases.py"), "-n", "4", "--noise", str(NOISE)],
-                          check=True, cwd=ROOT, capture_output=True, text=True)
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
-    assert [r.split(" | ")[0][2:] for r in rows] == [*CASES, *SEGMENT_CASES]
-    counts = [int(r.split(" | ")[1]) for r in rows]
-    assert sum(counts[:3]) == 4 and sum(counts[3:]) == counts[2]
-
-
 def test_log_accuracy_averages_each_task_inside_its_window(tmp_path: Path) -> None:
     # training/log_accuracy.py backs the armt-v4 / armt-v6 comparison in training/README.md.
     rows = [{"step": 25, "exact_qa1": 0.2}, {"step": 50, "exact_qa1": 0.4, "exact_qa2": 1.0}, {"step": 75, "exact_qa1": 0.9}]
@@ -496,52 +455,6 @@ def test_log_accuracy_averages_each_task_inside_its_window(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, str(ROOT / "training" / "log_accuracy.py"), str(log), "--windows", "0-50,50-75"],
                           check=True, cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.splitlines()[2:] == ["| 0–50 | 30 / 100 / – / – / – |", "| 50–75 | 90 / – / – / – / – |"]
-
-
-def test_step_times_takes_the_median_per_stage_shape(tmp_path: Path) -> None:
-    # training/step_times.py backs step times in BENCHMARKS.md: a row that covered a compile must not count.
-    rows = [{"step": 25 * i, "max_segments": 1, "batch": 128, "sec_per_step": t} for i, t in enumerate([3.0, 0.1, 0.1], 1)]
-    rows.append({"step": 100, "max_segments": 2, "sec_per_step": 0.2})  # an old log's row: no batch
-    log = tmp_path / "log.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script = ROOT / "training" / "step_times.py"
-    out = subprocess.run([sys.executable, str(script), str(log)], check=True, capture_output=True, text=True).stdout
-    assert "| 1 | 128 | 3 | 0.100 | 1,280 |" in out and "| 2 | – | 1 | 0.200 | – |" in out
-    late = subprocess.run([sys.executable, str(script), str(log), "--from-step", "50"], check=True, capture_output=True,
-                          text=True).stdout
-    assert "| 1 | 128 | 2 | 0.100 |" in late
-
-
-def test_answer_share_counts_final_answers_against_inline_ones(tmp_path: Path) -> None:
-    # training/answer_share.py backs the final answers' share of the loss quoted in training/README.md.
-    stages = [Stage(steps=1, max_segments=2, dense=0.0), Stage(steps=1, max_segments=2, dense=1.0)]
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(asdict(tiny_config(tmp_path / "run", stages))))
-    script = ROOT / "training" / "answer_share.py"
-    out = subprocess.run([sys.executable, str(script), str(config), "--rows", "8"], check=True, capture_output=True,
-                         text=True).stdout
-    single, dense = (line.split("|")[4].strip() for line in out.splitlines()[2:4])
-    assert single == "100.0 %"  # no dense rows: every answer is a final one
-    assert 0 < float(dense.rstrip(" %")) < 100  # dense rows add inline answers
-
-
-def test_wrong_answers_sorts_an_evals_errors_and_refuses_other_documents(tmp_path: Path) -> None:
-    # training/wrong_answers.py backs "every wrong QA4 answer named the story's other room" (training/README.md).
-    tok = Tokenizer.from_file(str(TOKENIZER))
-    samples = [s for batch, _ in draw_documents(NoiseBank([str(NOISE)], tok), tok, "qa4", 300, 4, 0, 2) for s in batch]
-    outside = next(r for r in babi.ROOMS if all(r not in f.lower() for f in samples[2].facts))
-    other = next(r for r in babi.ROOMS if r != samples[1].answer and r in " ".join(samples[1].facts).lower()
-                 and r not in samples[1].question)
-    answers = [samples[0].answer, other, outside, "I do not know"]
-    docs = [{"question": s.question, "expected": s.answer, "answer": a, "correct": babi.score("qa4", s.question, a, s.answer)}
-            for s, a in zip(samples, answers)]
-    result = tmp_path / "eval.json"
-    result.write_text(json.dumps({"seed": 0, "cells": [{"task": "qa4", "length": 300, "n": 4, "documents": docs}]}))
-    script = [sys.executable, str(ROOT / "training" / "wrong_answers.py"), str(result), "--noise", str(NOISE)]
-    out = subprocess.run([*script, "--batch", "2"], check=True, capture_output=True, text=True).stdout
-    assert "| qa4 | 300 | 3 | 1 | 1 | 1 |" in out
-    other_docs = subprocess.run([*script, "--batch", "3"], capture_output=True, text=True)
-    assert other_docs.returncode != 0 and "not the eval's documents" in other_docs.stderr
 
 
 def test_paired_counts_documents_right_in_one_eval_only_and_tests_the_split(tmp_path: Path) -> None:
@@ -562,31 +475,6 @@ def test_paired_counts_documents_right_in_one_eval_only_and_tests_the_split(tmp_
     assert "| 4000 | 20 | 0 | 10 | 0.002 |" in out  # 2 / 2**10, two-sided
     other = subprocess.run([*script, str(a), str(write("d.json", [True] * 20, "ba"))], capture_output=True, text=True)
     assert other.returncode != 0 and "different documents" in other.stderr
-
-
-def test_add_write_clip_keeps_the_weights_and_clips_above_every_calibration_write(tiny_model: Path, tmp_path: Path) -> None:
-    noise = tmp_path / "noise.txt"
-    noise.write_text("\n".join(f"The quick brown fox number {i} jumps over the lazy dog and runs to the garden." for i in range(200)))
-    script, dst = ROOT / "training" / "add_write_clip.py", tmp_path / "clipped"
-    run = [sys.executable, str(script), str(tiny_model), str(dst), "--noise", str(noise), "-n", "2", "--length", "200"]
-    subprocess.run(run, check=True, capture_output=True)
-    src, clipped = ARMTModel.from_pretrained(tiny_model), ARMTModel.from_pretrained(dst)
-    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), clipped.state_dict().values()))
-    clip = clipped.config.write_clip
-    assert clip is not None and len(clip) == src.config.n_layers and all(c > 0 for c in clip)
-    again = subprocess.run([*run[:2], str(dst), str(tmp_path / "twice"), *run[4:]], capture_output=True, text=True)
-    assert again.returncode != 0 and "has a write clip already" in again.stderr
-
-
-def test_memory_age_reports_every_n_segments_and_answers(tiny_model: Path, tmp_path: Path) -> None:
-    doc, rows = tmp_path / "doc.txt", tmp_path / "rows.jsonl"
-    doc.write_text(babi_text(40))
-    subprocess.run([sys.executable, str(ROOT / "training" / "memory_age.py"), str(tiny_model), str(doc), "Where is Mary?",
-                    "--every", "2", "--json", str(rows)], check=True, capture_output=True)
-    lines = [json.loads(line) for line in rows.read_text().splitlines()]
-    assert [r["segment"] for r in lines[:-1]] == list(range(2, 2 * len(lines) - 1, 2)) and len(lines) > 3
-    assert all(len(r["write_rms_max"]) == len(r["A_abs_max"]) == len(r["z_mean"]) == 2 for r in lines[:-1])
-    assert lines[-1]["question"] == "Where is Mary?" and isinstance(lines[-1]["answer"], str)
 
 
 def test_train_step_benchmark_runs(tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import babi_text
-from longqa.engine import Engine, lockstep
+
+from longqa.engine import Engine
+from longqa.input.reader import Document
+from longqa.input.segments import Segmenter, lockstep
 from longqa.model import ARMTConfig, ARMTModel
-from longqa.reader import Document, Segmenter
 from longqa.wavefront import WavefrontReader, matmul_precision, schedule
 
 torch.set_num_threads(1)

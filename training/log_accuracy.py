@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from longqa.babi import TASKS
+from longqa.lab.generate.babi import TASKS
 
 
 def window_means(rows: list[dict], start: int, end: int) -> list[float | None]:
