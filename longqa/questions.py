@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import re
 
+# The world the model was trained on (bAbI v1.2): every name, room and object its answers can be.
+PEOPLE = ("John", "Mary", "Sandra", "Daniel")
+PEOPLE_QA5 = ("Bill", "Fred", "Jeff", "Mary")
+ROOMS = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
+OBJECTS = ("apple", "football", "milk")
+
 # The question forms of each task, with any name (a capitalised word) or any "the <word>" in the slots:
 # what a question must look like for the model to have seen its like in training.
 _P = r"[A-Z][\w'-]*"

@@ -11,10 +11,8 @@ import random
 import re
 from dataclasses import dataclass, field, replace
 
-PEOPLE = ("John", "Mary", "Sandra", "Daniel")
-PEOPLE_QA5 = ("Bill", "Fred", "Jeff", "Mary")
-ROOMS = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
-OBJECTS = ("apple", "football", "milk")
+from longqa.questions import OBJECTS, PEOPLE, PEOPLE_QA5, ROOMS
+
 MOVE_VERBS = ("moved to", "went to", "went back to", "journeyed to", "travelled to")
 GET_VERBS = ("got", "grabbed", "picked up", "took")
 DROP_VERBS = ("dropped", "discarded", "left", "put down")
