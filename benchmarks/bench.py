@@ -80,7 +80,7 @@ def reading_flops_per_token(c: ARMTConfig) -> float:
     per_pos += 2 * d * dm + 2 * dk * d + 2 * dk  # memory read: W_Q, phi(q) A, phi(q) z
     per_pos += 2 * 2 * (T / 2) * d  # causal attention: QK^T and AV over T/2 keys on average
     per_mem = 2 * d * dm + 2 * d * d + 2 * d + 2 * 2 * dk * d  # W_K, W_V, beta; lookup of v_old and the A update
-    conv = 2 * c.d_model * c.conv_width * (1 if c.conv_depthwise else c.d_model) * c.segment_len
+    conv = 2 * c.d_model * c.conv_width * c.d_model * c.segment_len  # full causal conv
     return (L * (per_pos * T + per_mem * c.n_mem) + conv) / c.segment_len
 
 
@@ -92,10 +92,10 @@ def kernels_per_segment(engine: Engine) -> tuple[int, int]:
 
     m = engine.model
     ids = torch.randint(3, m.config.vocab_size, (1, m.config.segment_len), device=engine.device)
-    state = m.new_state(1, engine.device)
+    memory = m.new_memory(1, engine.device)
     reader = engine._reader(1)
     counts = []
-    for step in (lambda: m.read(ids, state), reader._step):  # _step outside the graph: the profiler sees every kernel
+    for step in (lambda: m.context_segment(ids, memory), reader._step):  # _step outside the graph: the profiler sees every kernel
         with torch.inference_mode():
             step()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -294,7 +294,7 @@ def answer_margin(engine: Engine, memory, question: str) -> float:
     m = engine.model
     ids = torch.tensor([question_ids(engine.tokenizer, question)], device=engine.device)
     with sdpa_kernel(ATTENTION_BACKENDS):  # as the engine answers
-        top = m.logits(m.read_only(ids, engine._flushed(memory))[0, -1]).topk(2).values
+        top = m.logits(m.question_segment(ids, engine._flushed(memory))[0, -1]).topk(2).values
     return float(top[0] - top[1])
 
 

@@ -1,6 +1,6 @@
 """Seconds per training step against the batch, through the real trainer, on this machine.
 
-At this model's size a training step is mostly kernel launches: armt-v2 took 0.097 s per 1-segment step
+At this model's size a training step is mostly kernel launches: the shipped shape took about 0.1 s per 1-segment step
 at 32 examples on an H100, the dmem128 probe 0.117 s at 128 on an H200. So the batch a recipe can afford
 is set by where the step time starts to grow, or GPU memory runs out, which this measures. Each cell
 trains a fresh model of the config's shape for --steps steps (one stage: that segment count at most, that
@@ -8,7 +8,7 @@ batch) in a scratch folder, and reads the step time of the second half of the lo
 has warmed up (and, with --compile, after the segment step has compiled: TrainConfig.compile, measured
 beside the eager step).
 
-    PYTHONPATH=. python3 benchmarks/train_step.py training/armt-v2.json --segments 1,16 --batches 32,128 --compile
+    PYTHONPATH=. python3 benchmarks/train_step.py training/armt-v4.json --segments 1,16 --batches 32,128 --compile
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from longqa.lab.train import Stage, TrainConfig, train
 def measure(cfg: TrainConfig, max_segments: int, batch: int, compile: bool, steps: int, minutes: float) -> dict:
     """One cell: seconds per step over the second half of its steps (None if it ran out of time or GPU
     memory first), and the peak GPU memory, which sets the largest batch a stage can use."""
-    stage = Stage(steps=steps, max_segments=max_segments, dense=0.5, lr=1e-4, batch=batch, write_cap=True)
+    stage = Stage(steps=steps, max_segments=max_segments, dense=0.5, lr=1e-4, batch=batch)
     cell: dict = {"max_segments": max_segments, "batch": batch, "compiled": compile, "sec_per_step": None}
     torch._dynamo.reset()  # each cell compiles its own model; the cells before must not use up the recompile limit
     cuda = torch.cuda.is_available()

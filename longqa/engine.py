@@ -104,7 +104,7 @@ class Engine:
 
     # ---- reading -----------------------------------------------------------------------------
     def new_memory(self) -> Memory:
-        return Memory(self.model.new_state(1, self.device))
+        return Memory(self.model.new_memory(1, self.device))
 
     def _segments(self, memory: Memory, ids: Iterable[list[int]]) -> Iterator[np.ndarray]:
         seg = Segmenter(self.config.segment_len, memory.pending)
@@ -147,26 +147,30 @@ class Engine:
             torch.cat([m.state.z for m in memories]).to(self.device),
         )
         reader = self._reader(B) if self.use_graphs else None
+        steps = prefetch(schedule(lockstep(streams), B, reader.depth if reader else 1, self.config.pad_token_id))
         if reader:
             reader.load(state)
-            for n, step_ids in prefetch(schedule(lockstep(streams), B, reader.depth, self.config.pad_token_id)):
+            for n, step_ids in steps:
                 reader.run(step_ids)
                 if on_tokens and n:
                     on_tokens(n)
             state = reader.state()
         else:
-            for rows, segments in prefetch(lockstep(streams)):
-                seg_ids = torch.from_numpy(np.stack(segments))
-                if len(rows) == B:  # the new state simply replaces the old one
-                    state = self.model.read(seg_ids.to(self.device), state)
-                else:  # some documents have ended: only the others read, the ended rows keep their state
-                    idx = torch.tensor(rows, device=self.device)
-                    new = self.model.read(seg_ids.to(self.device), state.rows(idx))
-                    state.A[idx], state.z[idx] = new.A, new.z
-                if on_tokens:
-                    on_tokens(seg_ids.numel())
+            state = self.model.read_context(self._eager_segments(steps, on_tokens), state)
         for i, m in enumerate(memories):
             m.state = state.rows(slice(i, i + 1)).clone()
+
+    def _eager_segments(
+        self, steps: Iterator[tuple[int, torch.Tensor]], on_tokens: Callable[[int], None] | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """schedule()'s steps as ARMTModel.read_context takes them: a row without a segment has length 0, so
+        that its memory stays as it is."""
+        S = self.config.segment_len
+        for n, ids in steps:
+            has = ids[:, S].to(self.device).bool()
+            yield ids[:, :S].to(self.device), None if bool(has.all()) else has.long() * S
+            if on_tokens and n:
+                on_tokens(n)
 
     def _reader(self, batch: int) -> WavefrontReader | None:
         """The CUDA-graphed wavefront reader for this batch size, made once; None off CUDA or if it cannot be had."""
@@ -201,7 +205,7 @@ class Engine:
         S = self.config.segment_len
         ids = torch.full((1, S), self.config.pad_token_id, device=self.device)
         ids[0, : len(memory.pending)] = torch.tensor(memory.pending, device=self.device)
-        return self.model.read(ids, state, torch.tensor([len(memory.pending)], device=self.device))
+        return self.model.context_segment(ids, state, torch.tensor([len(memory.pending)], device=self.device))[1]
 
     # ---- answering ---------------------------------------------------------------------------
     def answer(self, memories: list[Memory], questions: list[str]) -> list[list[str]]:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from longqa.model import ARMTModel, AssociativeMemory, Block, MemoryState, layer_forward
+from longqa.model import ARMTModel, Block, MemoryHead, MemoryState, layer_forward
 
 
 @contextmanager
@@ -40,14 +40,14 @@ def matmul_precision(level: str) -> Iterator[None]:
 class _Layer(nn.Module):
     """One block with its memory, the unit that is stacked L times."""
 
-    def __init__(self, block: Block, mem: AssociativeMemory, n_mem: int) -> None:
+    def __init__(self, block: Block, head: MemoryHead, n_mem: int) -> None:
         super().__init__()
-        self.block, self.mem, self.n_mem = block, mem, n_mem
+        self.block, self.head, self.n_mem = block, head, n_mem
 
     def forward(
         self, h: torch.Tensor, A: torch.Tensor, z: torch.Tensor, active: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return layer_forward(self.block, self.mem, h, A, z, None, active, self.n_mem)
+        return layer_forward(self.block, self.head, h, A, z, None, active, self.n_mem)
 
 
 class WavefrontReader:
@@ -69,7 +69,7 @@ class WavefrontReader:
         self.model, self.S, self.diagonal = model, c.segment_len, diagonal
         self.depth = c.n_layers if diagonal else 1  # steps a segment spends in the pipeline
         if diagonal:  # all layers as one: their weights stacked (copies, L x each), layer_forward vmapped
-            layers = [_Layer(b, m, c.n_mem) for b, m in zip(model.blocks, model.memory)]
+            layers = [_Layer(b, m, c.n_mem) for b, m in zip(model.blocks, model.mem_heads)]
             with torch.no_grad():
                 params, buffers = stack_module_state(layers)
             self.weights = ({k: v.detach() for k, v in params.items()}, buffers)

@@ -41,8 +41,9 @@ def make_tiny_model(path: Path, seed: int = 0, segment_len: int = 16) -> Path:
     )
     model = ARMTModel(cfg)
     with torch.no_grad():  # a memory that actually writes, so the state tests mean something
-        for mem in model.memory:
-            mem.W_V.weight.normal_(std=0.5)
+        for head in model.mem_heads:
+            head.W_V.weight.normal_(std=0.5)
+            head.read_norm.weight.fill_(1.0)
     save_model_dir(model, tok, path)
     return path
 

@@ -153,13 +153,19 @@ def eval_(
 def train(
     config: Annotated[str, typer.Argument(help="Training config JSON (see training/).")],
     max_minutes: Annotated[float, typer.Option("--max-minutes", help="Stop (and checkpoint) after this long.")] = 8.0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Instead of the config's seed (seed probes of one recipe).")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Instead of the config's run folder.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Instead of the config's data workers (runs sharing a machine).")] = None,
 ) -> None:
-    """Train or resume a checkpoint; run under torchrun for several GPUs."""
+    """Train, or resume the run in the config's folder; run under torchrun for several GPUs."""
+    from dataclasses import replace
+
     from longqa.lab.train import TrainConfig, plot_log
     from longqa.lab.train import train as run
 
     try:
         cfg = TrainConfig.from_json(config)
+        cfg = replace(cfg, seed=cfg.seed if seed is None else seed, out=out or cfg.out, workers=cfg.workers if workers is None else workers)
     except (OSError, ValueError, TypeError) as e:  # missing file, bad JSON or values, unknown keys
         raise InputError(f"bad training config {config}: {e}") from None
     run(cfg, max_minutes, log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -1,27 +1,28 @@
-"""Training: a curriculum over segment counts, dense supervision first, full BPTT, DDP via torchrun.
+"""The trainer: a curriculum of stages over segment counts, full backprop through every segment, DDP under
+torchrun, and runs that stop and resume anywhere (docs/training.md).
 
-Every example is a context (cut into segments that write memory) followed by a final question segment
-that only reads memory, exactly like `longqa ask`. Two kinds of context (../shared/lab-notes.md):
-- dense: a bAbI stream where a question + GEN + answer + EOS follows every 1-3 facts, with a share of
-  noise sentences between items; the loss is on every inline answer. This is what teaches the memory.
-- single: BABILong proper, facts hidden at random gaps in a run of real noise; only the final answer
-  is supervised.
-A run resumes from its checkpoint folder (weights, optimizer, step, RNG) and stops by itself after
---max-minutes, so that it fits the device tool's 10-minute commands.
+A stage runs for at most `steps` steps; with a `bar` it ends as soon as held-out validation at the stage's
+length reaches the bar on every task, and with `patience` once validation stops improving. Between
+validations the task mix can follow the distance of each task from its bar (Stage.adapt_weights).
+
+A run lives in one folder (TrainConfig.out): weights (bf16), Adam's moments (bf16) and trainer.json (step,
+stage, the stage's start, task weights, validation history, RNG). `longqa train` resumes from it whenever it
+is there, so a run can be carried from machine to machine, and committed between sessions
+(training/runs/NAME/). It stops by itself after --max-minutes, to fit a lent GPU's 10-minute commands.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
-import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -30,65 +31,53 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from longqa.checkpoint import load_model_dir, save_model_dir
+from longqa.device import resolve_device
 from longqa.distributed import any_rank, join
 from longqa.errors import InputError
-from longqa.input.text import EOS, GEN, encode_sentences
+from longqa.input.text import EOS, GEN, PAD
 from longqa.lab.generate import babi
-from longqa.lab.generate.haystack import NoiseBank, build
-from longqa.model import GROWABLE, ARMTConfig, ARMTModel, MemoryState
+from longqa.lab.generate.examples import IGNORE, Batch, ExampleMaker, collate
+from longqa.lab.generate.haystack import NoiseBank
+from longqa.model import ARMTConfig, ARMTModel, MemoryState, split_segments
 
-IGNORE = -100
-GATE_LR_SCALE = 50  # the token-write gates' lr against the stage's (ARMTConfig.token_writes)
 MAX_SKIPPED = 100  # non-finite steps tolerated in one call before training stops with an error
+WEIGHT_FLOOR = 0.1  # adapt_weights: a task at its bar keeps this weight, so that it is still rehearsed
+Log = Callable[[str], None]
 
 
 @dataclass
 class Stage:
-    steps: int
-    max_segments: int  # lengths are drawn uniformly in 1..max_segments segments
+    steps: int  # the most steps the stage runs; a bar or patience may end it sooner
+    max_segments: int  # lengths are drawn uniformly in 1..max_segments segments, per step
     dense: float  # share of examples that are dense streams
     lr: float = 3e-4
-    lr_end: float | None = None  # decay linearly from lr to lr_end over the stage; None: constant
+    lr_end: float | None = None  # decay linearly from lr to lr_end over `steps`; None: constant
     batch: int | None = None  # examples per step, over all GPUs; None: TrainConfig.batch
     task_weights: list[float] | None = None  # sampling weight per babi.TASKS entry; None: uniform
-    # Chance that a batch row starts from the memory its row ended the previous step with (detached)
-    # instead of an empty one. Rows then see memories hundreds of segments old at no extra cost: a
-    # model trained only on fresh memories fell from 100 % to 35 % on QA1 (`longqa eval --prefix 32K`).
+    # Chance that a batch row starts from the memory its row ended the previous step with (detached) instead of an
+    # empty one, so that rows see memories hundreds of segments old at no extra cost.
     carry: float = 0.0
-    write_cap: bool | None = None  # switch the model's write cap on/off from this stage on; None: leave it
-    # None: one mean over every answer token, inline and final. A dense row holds hundreds of inline answer
-    # tokens and its final question two, so in armt-v4's stages the final answers, the only ones that must
-    # come through memory as in `ask`, were 28 % of the answer tokens at one segment and 2.0 % at 16
-    # (training/answer_share.py). A number w: mean inline loss + w * mean final loss, a fixed share at any length.
+    # None: one mean over every supervised answer token, inline and final. A number w: mean inline loss + w * mean
+    # loss of the answers read from memory (final and segment questions), a fixed share at any length.
     final_weight: float | None = None
-    # Questions after each row's context, each read from the same final memory in its own question segment,
-    # as `ask` reads one. Every one is one more example of the memory path for a few tokens of compute.
-    final_questions: int = 1
-    # How stories are worded (babi.Wording): the defaults are bAbI's. Less inverse QA4 wording, or its first
-    # question form only, make the curriculum that teaches the middle room of the line; hints state the rooms
-    # that QA2/QA3 otherwise leave to a latest-before lookup.
-    qa4_inverse: float = 0.5
+    final_questions: int = 1  # questions after each row's context, each read from its final memory
+    qa4_inverse: float = 0.5  # babi.Wording: the QA4 wording curriculum of the shipped lineage
     qa4_relative: bool = True
-    hints: float = 0.0
-    # Chance that a fact's last token is also labelled with where its subject was just before the action
-    # (babi.Fact.where), in dense and BABILong rows. The text stays bAbI's: the loss asks for the latest-before
-    # lookup at the fact itself, where hints gave the room away and the model learned to use it, not to find it.
-    # Learned, it did not help the final answers (training/README.md, seventeenth session).
-    where_targets: float = 0.0
-    # The layer (0-based) whose output where-targets are scored on; None: the last. The memory tokens of layer l
-    # attend to layer l-1's outputs, so a room found only by the last layer is seen by no write.
-    where_layer: int | None = None
-    # Chance that a dense stream's question is asked and answered inline (the rest are skipped). An inline answer
-    # stays in the context, so a later question about the same thing can copy it instead of looking it up: with
-    # every question inline, training never needs QA2's latest-before lookup where the eval's documents do.
-    inline_questions: float = 1.0
-    # Chance, at each segment boundary inside a BABILong row of QA1-QA3, of a question about the story so far,
-    # read from the memory after that segment in its own read-only segment as the final ones are. Like inline
-    # questions it supervises the memory every segment, yet no answer enters the context to be copied.
+    inline_questions: float = 1.0  # chance that a dense stream's question is asked inline (the rest are skipped)
+    # Chance, at each segment boundary inside a BABILong row of QA1-QA3, of a question about the story so far, read
+    # from the memory after that segment: supervision through memory at every segment, with nothing to copy.
     segment_questions: float = 0.0
+    real_stories: float = 0.0  # share of stories taken from the real bAbI training stories (babi_stories)
+    # Validation exact match per task (babi.TASKS order) that ends the stage once every task reaches it.
+    bar: list[float] | None = None
+    patience: int = 0  # validations in a row without a new best mean that end the stage (0: never)
+    adapt_weights: bool = False  # after each validation, weight each task by its distance from the bar
 
     def wording(self) -> babi.Wording:
-        return babi.Wording(self.qa4_inverse, self.qa4_relative, self.hints)
+        return babi.Wording(self.qa4_inverse, self.qa4_relative)
+
+    def validates(self) -> bool:
+        return self.bar is not None or self.patience > 0 or self.adapt_weights
 
 
 @dataclass
@@ -96,21 +85,25 @@ class TrainConfig:
     noise: list[str]
     tokenizer: str
     out: str
-    model: dict = field(default_factory=dict)  # ARMTConfig overrides
-    # A model directory (`longqa export`, weights/...) whose weights start a new run, with fresh optimizer
-    # moments and the step at 0; its config is kept, except for `model`'s GROWABLE keys (ARMTModel.grown).
-    init: str | None = None
+    model: dict = field(default_factory=dict)  # ARMTConfig overrides of a run from scratch
+    init: str | None = None  # a model directory whose weights start the run (fresh optimizer, step 0)
     stages: list[Stage] = field(default_factory=list)
-    batch: int = 64  # examples per step, over all GPUs, unless a stage sets its own (step_batch, rank_batch)
+    batch: int = 64  # examples per step, over all GPUs, unless a stage sets its own (rank_batch)
     warmup: int = 500
     weight_decay: float = 0.01
     clip: float = 1.0
     noise_share: float = 0.25  # chance of a noise sentence before each dense item
     seed: int = 0
     workers: int = 6
-    compile: bool = False  # torch.compile each context segment's step (see LossModule)
+    compile: bool = False  # torch.compile each context segment's step (LossModule)
     log_every: int = 25
     save_every: int = 500
+    stop_at_step: int | None = None  # the run ends here even if its stages go on (a recipe that was cut short)
+    # Validation (Stage.validates): documents per task at the stage's length, on noise that neither training nor
+    # `longqa eval` uses, from seeds of their own.
+    val_noise: list[str] = field(default_factory=list)
+    val_every: int = 250
+    val_samples: int = 100
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
@@ -118,161 +111,98 @@ class TrainConfig:
         raw["stages"] = [Stage(**s) for s in raw.get("stages", [])]
         return cls(**raw)
 
+    def __post_init__(self) -> None:
+        if self.init and self.model:
+            raise ValueError("a run that starts from 'init' keeps that model's config: leave 'model' out")
+        for i, s in enumerate(self.stages):
+            for name in ("task_weights", "bar"):
+                values = getattr(s, name)
+                if values is not None and len(values) != len(babi.TASKS):
+                    raise ValueError(f"stage {i}: {name} needs one value per task ({', '.join(babi.TASKS)})")
+        if any(s.validates() for s in self.stages) and not self.val_noise:
+            raise ValueError("a stage validates (bar, patience or adapt_weights), but the config names no val_noise")
+
     def step_batch(self, stage: Stage) -> int:
-        """Examples in one step of `stage`, over all GPUs."""
         return stage.batch or self.batch
 
-    def __post_init__(self) -> None:
-        if self.init and not set(self.model) <= GROWABLE:
-            raise ValueError(
-                f"a run that starts from 'init' keeps that model's config; 'model' may only add {sorted(GROWABLE)}"
-            )
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
 
 
-# ---- examples ------------------------------------------------------------------------------------
-class ExampleMaker:
-    """Builds training examples as token ids + next-token labels, with the project's one encoding."""
-
-    def __init__(self, tok: Tokenizer, bank: NoiseBank, segment_len: int, noise_share: float) -> None:
-        self.tok, self.bank, self.S, self.noise_share = tok, bank, segment_len, noise_share
-        self.gen, self.eos = tok.token_to_id(GEN), tok.token_to_id(EOS)
-        self.room_ids = {r: encode_sentences(tok, [r])[0][0] for r in babi.ROOMS}  # where-targets' labels
-
-    def qa(self, question: str, answer: str) -> tuple[list[int], list[int]]:
-        """question GEN answer EOS, with labels on answer and EOS (predicted from GEN onwards)."""
-        q, a = encode_sentences(self.tok, [question, answer])
-        ids = q + [self.gen] + a + [self.eos]
-        labels = [IGNORE] * len(q) + a + [self.eos] + [IGNORE]
-        return ids, labels
-
-    def dense(self, rng: random.Random, task: str, n_tokens: int, stage: Stage) -> tuple[list[int], list[int], list[int], list[babi.QA]]:
-        """Dense stream of about n_tokens context tokens: ids, the inline answers' labels, the where-targets'
-        labels and the final questions. The first questions reached after n_tokens become the final (read-only)
-        questions instead of being answered inline, so they are valid at the end. With chance
-        stage.where_targets a fact's last token gets a where-target, the first token of its Fact.where; with
-        chance 1 - stage.inline_questions a question before the end is left out."""
-        ids: list[int] = []
-        labels: list[int] = []
-        wheres: list[int] = []
-        where, inline = stage.where_targets, stage.inline_questions
-        for item in babi.dense_stream(task, rng, max(8, n_tokens // 8), stage.wording()):
-            if isinstance(item, list) and len(ids) >= n_tokens:
-                return ids, labels, wheres, item
-            if isinstance(item, list) and inline < 1 and rng.random() >= inline:  # no draw at 1: streams as before
-                continue
-            if rng.random() < self.noise_share:
-                noise = self.bank.sentence_ids(rng)
-                ids += noise
-                labels += [IGNORE] * len(noise)
-            if isinstance(item, list):
-                qa_ids, qa_labels = self.qa(*item[0])
-                ids += qa_ids
-                labels += qa_labels
-            else:
-                fact = encode_sentences(self.tok, [item.text])[0]
-                ids += fact
-                labels += [IGNORE] * len(fact)
-                if where and item.where and rng.random() < where:  # no draw at 0: bAbI's streams stay as they were
-                    wheres += [IGNORE] * (len(ids) - len(wheres) - 1) + [self.room_ids[item.where]]
-        ids, labels, wheres, asked, _ = self.single(rng, task, n_tokens, replace(stage, segment_questions=0.0))
-        return ids, labels, wheres, asked  # the stream ran out first (rare)
-
-    def single(
-        self, rng: random.Random, task: str, n_tokens: int, stage: Stage
-    ) -> tuple[list[int], list[int], list[int], list[babi.QA], list[tuple[int, babi.QA]]]:
-        """A BABILong example: its facts hidden in a noise run. Returned as `dense` returns it (no inline answers:
-        all labels IGNORE), and with chance stage.segment_questions per segment boundary inside it, a (segment,
-        question) answered by the story up to there. Where-targets as in `dense`, at the facts."""
-        where, mid = stage.where_targets, stage.segment_questions
-        sample = babi.generate(task, rng, stage.wording(), mid_story=bool(mid))
-        hay = build(sample, self.bank, self.tok, n_tokens, rng, keep_sentences=False)
-        labels = [IGNORE] * hay.n_tokens
-        wheres = list(labels)
-        for end, room in zip(hay.fact_ends, sample.where):
-            if where and room and rng.random() < where:
-                wheres[end] = self.room_ids[room]
-        mids = []
-        for s in range(math.ceil(hay.n_tokens / self.S) - 1) if mid and sample.asked_after else ():
-            last = int(np.searchsorted(hay.fact_ends, (s + 1) * self.S)) - 1  # the last fact that ends in segment <= s
-            if last >= 0 and sample.asked_after[last] and rng.random() < mid:
-                mids.append((s, rng.choice(sample.asked_after[last])))
-        return hay.context_ids.tolist(), labels, wheres, [(sample.question, sample.answer), *sample.others], mids
-
-    def example(self, rng: random.Random, stage: Stage, n_segments: int) -> dict:
-        task = rng.choices(babi.TASKS, weights=stage.task_weights)[0]
-        # Leave room so the context fits the drawn number of segments.
-        n_tokens = rng.randint((n_segments - 1) * self.S + self.S // 4, n_segments * self.S - 16)
-        mids: list[tuple[int, babi.QA]] = []
-        if rng.random() < stage.dense:
-            ids, labels, wheres, asked = self.dense(rng, task, n_tokens, stage)
-        else:
-            ids, labels, wheres, asked, mids = self.single(rng, task, n_tokens, stage)
-        finals = asked[:1] + rng.sample(asked[1:], min(stage.final_questions, len(asked)) - 1)
-        qs = [self.qa(q, a) for q, a in finals]
-        ms = [self.qa(q, a) for _, (q, a) in mids]
-        return {
-            "ids": ids,
-            "labels": labels,
-            "where": wheres,
-            "q_ids": [q for q, _ in qs],
-            "q_labels": [la for _, la in qs],
-            "task": task,
-            **({"s_seg": [s for s, _ in mids], "s_ids": [q for q, _ in ms], "s_labels": [la for _, la in ms]} if mids else {}),
-        }
+def rank_batch(cfg: TrainConfig, stage: Stage, world: int) -> int:
+    """Examples each of `world` GPUs draws for a step of `stage`. A config's batch counts the whole step, so a
+    recipe means the same on any machine."""
+    batch = cfg.step_batch(stage)
+    if batch % world:
+        raise InputError(f"a batch of {batch} does not split over {world} GPUs (torchrun processes): make it a multiple of {world}")
+    return batch // world
 
 
-def _questions(rows: list[tuple[int, list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
-    """(context row, question ids, labels) as padded ids, labels, lengths and the row each one reads."""
-    Q = max((len(q) for _, q, _ in rows), default=1)
-    out = {
-        "ids": torch.full((len(rows), Q), pad),
-        "labels": torch.full((len(rows), Q), IGNORE),
-        "lengths": torch.tensor([len(q) for _, q, _ in rows], dtype=torch.long),
-        "row": torch.tensor([i for i, _, _ in rows], dtype=torch.long),
-    }
-    for j, (_, q, la) in enumerate(rows):
-        out["ids"][j, : len(q)] = torch.tensor(q)
-        out["labels"][j, : len(la)] = torch.tensor(la)
-    return out
+# ---- the run's state ------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """Where a run is: saved as trainer.json beside its weights, so that it resumes exactly there."""
+
+    step: int = 0
+    stage: int = 0
+    stage_start: int = 0  # the step at which the current stage began
+    task_weights: list[float] | None = None  # the current mix (adapt_weights); None: the stage's own
+    best: float = -1.0  # the stage's best validation mean so far
+    since_best: int = 0  # validations since then
+    validations: list[dict] = field(default_factory=list)
+    warm_from: int = 0  # the step the lr warm-up counts from (a resume without Adam's moments warms up again)
+    seed: int = 0
+    tokenizer: str = ""
+
+    def stage_steps(self) -> int:
+        return self.step - self.stage_start
 
 
-def collate(examples: list[dict], segment_len: int, pad: int) -> dict[str, torch.Tensor]:
-    """Contexts padded to whole segments, one row per example; final questions one row each, with q_row
-    naming the context row whose memory each question reads, and task per question row; the segment
-    questions (Stage.segment_questions) likewise as s_*, with s_seg the segment after which each is asked."""
-    n_seg = max(math.ceil(len(e["ids"]) / segment_len) for e in examples)
-    T = n_seg * segment_len
-    qs = [(i, q, la) for i, e in enumerate(examples) for q, la in zip(e["q_ids"], e["q_labels"])]
-    mids = [(i, q, la) for i, e in enumerate(examples) for q, la in zip(e.get("s_ids", []), e.get("s_labels", []))]
-    out = {
-        "ids": torch.full((len(examples), T), pad),
-        "labels": torch.full((len(examples), T), IGNORE),
-        "where": torch.full((len(examples), T), IGNORE),
-        "lengths": torch.tensor([len(e["ids"]) for e in examples]),
-        "task": torch.tensor([babi.TASKS.index(examples[i]["task"]) for i, _, _ in qs]),
-        "s_seg": torch.tensor([s for e in examples for s in e.get("s_seg", [])], dtype=torch.long),
-        **{f"q_{k}": v for k, v in _questions(qs, pad).items()},
-        **{f"s_{k}": v for k, v in _questions(mids, pad).items()},
-    }
-    for i, e in enumerate(examples):
-        out["ids"][i, : len(e["ids"])] = torch.tensor(e["ids"])
-        out["labels"][i, : len(e["labels"])] = torch.tensor(e["labels"])
-        out["where"][i, : len(e.get("where", []))] = torch.tensor(e.get("where", []), dtype=torch.long)
-    return out
+def lr_at(cfg: TrainConfig, p: Progress) -> float:
+    """The current stage's lr (linear from lr to lr_end over its steps), warmed up over cfg.warmup steps."""
+    stage = cfg.stages[min(p.stage, len(cfg.stages) - 1)]
+    base = stage.lr
+    if stage.lr_end is not None:
+        base += (stage.lr_end - stage.lr) * min(p.stage_steps(), stage.steps) / stage.steps
+    return base * min(1.0, (p.step - p.warm_from + 1) / cfg.warmup)
 
 
-@functools.lru_cache(maxsize=1)
+def next_stage(cfg: TrainConfig, p: Progress, accuracy: dict[str, float] | None) -> bool:
+    """Record a validation (if any) and decide whether the stage ends now: its steps are done, its bar is
+    reached on every task, or it has not improved for `patience` validations. Updates the task weights."""
+    stage = cfg.stages[p.stage]
+    if accuracy is not None:
+        mean = sum(accuracy.values()) / len(accuracy)
+        p.validations.append({"step": p.step, "stage": p.stage, **{k: round(v, 4) for k, v in accuracy.items()}})
+        p.best, p.since_best = (mean, 0) if mean > p.best + 0.005 else (p.best, p.since_best + 1)
+        if stage.adapt_weights and stage.bar:
+            p.task_weights = [WEIGHT_FLOOR + max(0.0, bar - accuracy[t]) for t, bar in zip(babi.TASKS, stage.bar)]
+    done = p.stage_steps() >= stage.steps
+    if accuracy is not None and stage.bar is not None:
+        done |= all(accuracy[t] >= bar for t, bar in zip(babi.TASKS, stage.bar))
+    if accuracy is not None and stage.patience:
+        done |= p.since_best >= stage.patience
+    if done:
+        p.stage, p.stage_start, p.best, p.since_best, p.task_weights = p.stage + 1, p.step, -1.0, 0, None
+    return done
+
+
+# ---- data -----------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
 def noise_bank(files: tuple[str, ...], tokenizer: str) -> NoiseBank:
-    """Built once per process: it takes seconds, and benchmarks/train_step.py trains many short runs in one."""
+    """Built once per process: it takes seconds, and a run builds its loader again after every validation."""
     return NoiseBank(files, Tokenizer.from_file(tokenizer))
 
 
 class Batches(torch.utils.data.IterableDataset):
-    """Endless batches for the curriculum from `start` on. The noise bank is built once here, before the
-    DataLoader forks its workers, which then share it; each worker draws its own examples."""
+    """Endless batches of one stage from step `start` on, with the given task mix. The noise bank is built
+    before the DataLoader forks its workers, which share it; each worker draws its own steps' examples."""
 
-    def __init__(self, cfg: TrainConfig, segment_len: int, pad: int, rank: int, world: int, start: int) -> None:
-        self.cfg, self.S, self.pad, self.rank, self.world, self.start = cfg, segment_len, pad, rank, world, start
+    def __init__(self, cfg: TrainConfig, stage: Stage, task_weights: list[float] | None, segment_len: int, pad: int,
+                 rank: int, world: int, start: int) -> None:
+        self.cfg, self.stage, self.weights, self.S, self.pad = cfg, stage, task_weights, segment_len, pad
+        self.size, self.rank, self.start = rank_batch(cfg, stage, world), rank, start
         tok = Tokenizer.from_file(cfg.tokenizer)
         self.maker = ExampleMaker(tok, noise_bank(tuple(cfg.noise), cfg.tokenizer), segment_len, cfg.noise_share)
 
@@ -282,112 +212,77 @@ class Batches(torch.utils.data.IterableDataset):
         rng = random.Random(hash((self.cfg.seed, self.rank, wid, self.start)))
         step = self.start + wid
         while True:
-            stage = stage_at(self.cfg.stages, step)
             # Every rank draws the same segment count for a step: DDP waits for the slowest rank.
-            n_seg = random.Random(hash((self.cfg.seed, step))).randint(1, stage.max_segments)
-            size = rank_batch(self.cfg, stage, self.world)
-            yield collate([self.maker.example(rng, stage, n_seg) for _ in range(size)], self.S, self.pad)
+            n_seg = random.Random(hash((self.cfg.seed, step))).randint(1, self.stage.max_segments)
+            yield collate([self.maker.example(rng, self.stage, n_seg, self.weights) for _ in range(self.size)], self.S, self.pad)
             step += nw
 
 
-def rank_batch(cfg: TrainConfig, stage: Stage, world: int) -> int:
-    """Examples each of `world` GPUs draws for a step of `stage`. A config's batch counts the whole step, so
-    a recipe means the same on any machine: when it counted per GPU, armt-v2 went on 4x smaller on one GPU."""
-    batch = cfg.step_batch(stage)
-    if batch % world:
-        raise InputError(f"a batch of {batch} does not split over {world} GPUs (torchrun processes): make it a multiple of {world}")
-    return batch // world
-
-
-def stage_position(stages: list[Stage], step: int) -> tuple[Stage, int]:
-    """The stage that global `step` falls in, and how many of its steps came before."""
-    for s in stages:
-        if step < s.steps:
-            return s, step
-        step -= s.steps
-    return stages[-1], stages[-1].steps
-
-
-def stage_at(stages: list[Stage], step: int) -> Stage:
-    return stage_position(stages, step)[0]
-
-
-# ---- loss ----------------------------------------------------------------------------------------
+# ---- loss -----------------------------------------------------------------------------------------
 class LossModule(nn.Module):
-    """Full BPTT through every segment of the batch; DDP wraps this so all parameters sync."""
+    """Full backprop through every segment of the batch; DDP wraps this so that all parameters sync."""
 
     def __init__(self, model: ARMTModel, compile: bool = False) -> None:
         super().__init__()
         self.model = model
-        # A training step at this size is mostly kernel launches; compiled, a segment's forward and backward
-        # fuse their element-wise work. Shapes are static within a stage; the question segment stays eager.
-        self.segment = torch.compile(self._segment, dynamic=False) if compile else self._segment
+        # A training step at this size is mostly kernel launches; compiled, a segment's forward and backward fuse
+        # their element-wise work. Shapes are static within a stage; the question segments stay eager.
+        self._compiled = torch.compile(self._segment, dynamic=False) if compile else self._segment
         if compile:
             # Four graphs per batch size (first segment or not, full or ragged), and one process may cross
             # several stages' batch sizes: past dynamo's default of 8 the rest would silently run eager.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
 
-    def _segment(
-        self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None, tap: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The segment's outputs, those where-targets are scored on (Stage.where_layer), and the new memory."""
-        h, state, *tapped = self.model.read_segment(ids, MemoryState(A, z), lengths, tap)
-        return h, (tapped or [h])[0], state.A, state.z
+    def _segment(self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None):
+        h, memory = self.model.context_segment(ids, MemoryState(A, z), lengths)
+        return h, memory.A, memory.z
+
+    def step(self, ids: torch.Tensor, memory: MemoryState, lengths: torch.Tensor | None) -> tuple[torch.Tensor, MemoryState]:
+        """ARMTModel.context_segment, compiled or not (plain tensors in and out, which compiled code guards best)."""
+        h, A, z = self._compiled(ids, memory.A, memory.z, lengths)
+        return h, MemoryState(A, z)
+
+    def _answers(self, q, memory: MemoryState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Summed loss, argmax and labels of question segments q, each reading its row of `memory`."""
+        h = self.model.question_segment(q.ids, memory.rows(q.row), q.lengths)
+        sel = q.labels != IGNORE
+        logits = self.model.logits(h[sel]).float()
+        return F.cross_entropy(logits, q.labels[sel], reduction="sum"), logits.argmax(-1), sel
 
     def forward(
-        self,
-        b: dict[str, torch.Tensor],
-        A0: torch.Tensor,
-        z0: torch.Tensor,
-        final_weight: float | None = None,
-        where_layer: int | None = None,
+        self, b: Batch, A0: torch.Tensor, z0: torch.Tensor, final_weight: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, MemoryState]:
-        """Loss (weighted as Stage.final_weight says; where-targets count with the inline answers), the final
-        answers' mean loss (detached), exact match and task id per final question, and the detached memory after
-        the context (for carrying). A0, z0: the memory each row starts from (plain tensors, so DDP passes them
-        through)."""
+        """The loss (weighted as Stage.final_weight says), the final answers' mean loss (detached), exact match
+        and task per final question, and the detached memory after the context (for carrying). A0, z0: the
+        memory each row starts from (plain tensors, so that DDP passes them through)."""
         m = self.model
         S = m.config.segment_len
-        B, T = b["ids"].shape
-        state = MemoryState(A0, z0)
-        loss = torch.zeros((), device=b["ids"].device)  # summed over the inline answer tokens
-        count = 0
-        mid = torch.zeros((), device=b["ids"].device)  # summed over the segment questions' answer tokens
-        n_mid = 0
-        mid_seg = b["s_seg"].tolist()
-        for s in range(T // S):
-            lengths = (b["lengths"] - s * S).clamp(0, S)
-            full = bool((lengths == S).all())
-            # contiguous: a slice's row stride is the batch's length, and compiled code guards on strides
-            ids = b["ids"][:, s * S : (s + 1) * S].contiguous()
-            h, h_where, A, z = self.segment(ids, state.A, state.z, None if full else lengths, where_layer)
-            state = MemoryState(A, z)
-            targets = [(out, b[key][:, s * S : (s + 1) * S]) for out, key in ((h, "labels"), (h_where, "where"))]
-            sels = [labels != IGNORE for _, labels in targets]
-            counts = torch.stack([sel.sum() for sel in sels]).tolist()  # one host sync for both kinds of label
-            for (out, labels), sel, n in zip(targets, sels, counts):
-                if n:
-                    loss = loss + F.cross_entropy(m.logits(out[sel]).float(), labels[sel], reduction="sum")
-                    count += n
+        sums = {"inline": torch.zeros((), device=b.ids.device), "mid": torch.zeros((), device=b.ids.device)}
+        counts = {"inline": 0, "mid": 0}  # supervised tokens: inline answers, segment questions' answers
+        mid_seg = b.mids.seg.tolist()
+
+        def on_segment(s: int, h: torch.Tensor, memory: MemoryState) -> None:
+            labels = b.labels[:, s * S : (s + 1) * S]
+            sel = labels != IGNORE
+            n = int(sel.sum())
+            if n:
+                sums["inline"] = sums["inline"] + F.cross_entropy(m.logits(h[sel]).float(), labels[sel], reduction="sum")
+                counts["inline"] += n
             if s in mid_seg:
-                at = torch.tensor([j for j, t in enumerate(mid_seg) if t == s], device=b["s_seg"].device)
-                hq = m.read_only(b["s_ids"][at], state.rows(b["s_row"][at]), b["s_lengths"][at])
-                sel = b["s_labels"][at] != IGNORE
-                mid = mid + F.cross_entropy(m.logits(hq[sel]).float(), b["s_labels"][at][sel], reduction="sum")
-                n_mid += int(sel.sum())
-        carried = MemoryState(state.A.detach(), state.z.detach())
-        h = m.read_only(b["q_ids"], state.rows(b["q_row"]), b["q_lengths"])
-        sel = b["q_labels"] != IGNORE
-        logits = m.logits(h[sel]).float()
-        final = F.cross_entropy(logits, b["q_labels"][sel], reduction="sum")
+                loss, _, sel = self._answers(b.mids.select(b.mids.seg == s), memory)
+                sums["mid"] = sums["mid"] + loss
+                counts["mid"] += int(sel.sum())
+
+        memory = m.read_context(split_segments(b.ids, b.lengths, S), MemoryState(A0, z0), self.step, on_segment)
+        inline, n_inline, mid, n_mid = sums["inline"], counts["inline"], sums["mid"], counts["mid"]
+        final, guess, sel = self._answers(b.finals, memory)
         n_final = int(sel.sum())
         # Segment questions come through memory as the final ones do, and share their part of the loss.
         if final_weight is None:
-            total = (loss + final + mid) / (count + n_final + n_mid)
+            total = (inline + final + mid) / (n_inline + n_final + n_mid)
         else:
-            total = loss / max(count, 1) + final_weight * (final + mid) / (n_final + n_mid)
-        hits = rows_exact(logits.argmax(-1) == b["q_labels"][sel], sel)
-        return total, (final / n_final).detach(), hits, b["task"], carried
+            total = inline / max(n_inline, 1) + final_weight * (final + mid) / (n_final + n_mid)
+        return total, (final / n_final).detach(), rows_exact(guess == b.finals.labels[sel], sel), b.task, memory.detach()
 
 
 def rows_exact(hits: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
@@ -397,7 +292,43 @@ def rows_exact(hits: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
     return right.all(1)
 
 
-# ---- checkpoints (safetensors only; every file <= 16 MiB so it can come back from the GPU box) ----
+def exact_by_task(exact: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
+    """Final-answer exact match over a window of final questions: overall and per task."""
+    out = {"exact": float(exact.float().mean())}
+    for i, name in enumerate(babi.TASKS):
+        sel = task == i
+        if sel.any():
+            out[f"exact_{name}"] = float(exact[sel].float().mean())
+    return out
+
+
+def start_memory(model: ARMTModel, carry: float, carried: MemoryState | None, batch: int, device: torch.device) -> MemoryState:
+    """Empty memories, except that each row keeps last step's memory with chance `carry` (Stage.carry)."""
+    memory = model.new_memory(batch, device)
+    if carry > 0 and carried is not None and carried.batch_size == batch:
+        finite = torch.isfinite(carried.A).flatten(1).all(1) & torch.isfinite(carried.z).flatten(1).all(1)
+        keep = (torch.rand(batch, device=device) < carry) & finite
+        memory.A[keep], memory.z[keep] = carried.A[keep], carried.z[keep]
+    return memory
+
+
+# ---- validation -----------------------------------------------------------------------------------
+def validate(model: ARMTModel, tok: Tokenizer, cfg: TrainConfig, p: Progress, rank: int, world: int) -> dict[str, float]:
+    """Exact match per task on cfg.val_samples documents at the current stage's longest length, read as `ask`
+    reads them (a copy of the model, through the Engine). Every rank gets the same numbers."""
+    from longqa.engine import Engine
+    from longqa.lab.eval import evaluate_cell
+
+    stage = cfg.stages[p.stage]
+    length = stage.max_segments * model.config.segment_len - 64  # room for the question, as training leaves it
+    engine = Engine.from_model(copy.deepcopy(model), tok, str(next(model.parameters()).device), use_graphs=False)
+    bank = noise_bank(tuple(cfg.val_noise), cfg.tokenizer)
+    cells = {t: evaluate_cell(engine, bank, t, length, cfg.val_samples, 90_000 + p.stage, cfg.val_samples, rank, world)
+             for t in babi.TASKS}
+    return {t: c.accuracy for t, c in cells.items()}
+
+
+# ---- checkpoints (safetensors; every file <= 16 MiB, so that it can come back from a lent GPU machine) ----
 SHARD_BYTES = 15 << 20
 
 
@@ -424,208 +355,163 @@ def load_tensors_sharded(folder: Path, stem: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_training(folder: Path, model: ARMTModel, tok: Tokenizer, opt: torch.optim.Optimizer, step: int, rng_seed: int) -> None:
+def save_run(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer, p: Progress) -> None:
+    """Weights and Adam's moments in bf16 (half of what must travel; a resumed run rounds its fp32 weights
+    once, and moments only steer step sizes), and trainer.json last, renamed into place: a run killed while
+    saving resumes from the previous trainer.json."""
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(folder)
-    tok.save(str(folder / "tokenizer.json"))
-    save_tensors_sharded({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, folder, "model")
-    # Adam moments in bf16 halve what must travel; they only steer step sizes, so bf16 is plenty.
-    names = {id(p): n for n, p in model.named_parameters()}
+    save_tensors_sharded({k: v.detach().to(torch.bfloat16).cpu() for k, v in model.state_dict().items()}, folder, "model")
+    names = {id(q): n for n, q in model.named_parameters()}
     moments: dict[str, torch.Tensor] = {}
     for group in opt.param_groups:
-        for p in group["params"]:
-            st = opt.state.get(p)
+        for q in group["params"]:
+            st = opt.state.get(q)
             if st:
-                moments[f"{names[id(p)]}.exp_avg"] = st["exp_avg"].to(torch.bfloat16).cpu()
-                moments[f"{names[id(p)]}.exp_avg_sq"] = st["exp_avg_sq"].to(torch.bfloat16).cpu()
+                moments[f"{names[id(q)]}.exp_avg"] = st["exp_avg"].to(torch.bfloat16).cpu()
+                moments[f"{names[id(q)]}.exp_avg_sq"] = st["exp_avg_sq"].to(torch.bfloat16).cpu()
     save_tensors_sharded(moments, folder, "optimizer")
-    meta = {"step": step, "seed": rng_seed, "torch_rng": torch.get_rng_state().tolist()}
+    meta = {**asdict(p), "torch_rng": torch.get_rng_state().tolist()}
     tmp = folder / "trainer.json.tmp"
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, folder / "trainer.json")
 
 
-def load_model(folder: Path) -> ARMTModel:
-    """The model of a training checkpoint folder (weights sharded so every file can travel)."""
+def load_run_model(folder: Path) -> ARMTModel:
+    """The model of a run folder, in fp32."""
     model = ARMTModel(ARMTConfig.from_pretrained(folder))
     model.load_state_dict(load_tensors_sharded(folder, "model"))
     return model
 
 
-def export(folder: Path, out: Path) -> None:
-    """Turn a training checkpoint into a shippable model directory (config, one safetensors, tokenizer)."""
-    save_model_dir(load_model(folder), Tokenizer.from_file(str(folder / "tokenizer.json")), out)
-
-
-def load_training(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) -> tuple[int, bool]:
-    """Restore optimizer moments, RNG and step; returns (step, whether moments were there). The optimizer
-    shards may be left behind on purpose: weights alone fit the device tool's 64 MiB carry, both do not."""
+def resume_run(folder: Path, model: ARMTModel, opt: torch.optim.Optimizer) -> Progress:
+    """Adam's moments (when the folder has them), the RNG and the run's Progress. Without moments the lr warms
+    up again from here: fresh moments at full lr make a first step as large as lr."""
     meta = json.loads((folder / "trainer.json").read_text())
+    torch.set_rng_state(torch.tensor(meta.pop("torch_rng"), dtype=torch.uint8))
+    p = Progress(**meta)
     moments = load_tensors_sharded(folder, "optimizer")
-    for name, p in model.named_parameters():
+    for name, q in model.named_parameters():
         if f"{name}.exp_avg" in moments:
-            opt.state[p] = {
-                "step": torch.tensor(float(meta["step"]), device=p.device),  # fused AdamW wants it beside p
-                "exp_avg": moments[f"{name}.exp_avg"].to(p.device, torch.float32),
-                "exp_avg_sq": moments[f"{name}.exp_avg_sq"].to(p.device, torch.float32),
+            opt.state[q] = {
+                "step": torch.tensor(float(p.step), device=q.device),  # fused AdamW wants it beside q
+                "exp_avg": moments[f"{name}.exp_avg"].to(q.device, torch.float32),
+                "exp_avg_sq": moments[f"{name}.exp_avg_sq"].to(q.device, torch.float32),
             }
-    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
-    return int(meta["step"]), bool(moments)
+    if not moments:
+        p.warm_from = p.step
+    return p
 
 
-# ---- the loop ------------------------------------------------------------------------------------
-def start_state(
-    model: ARMTModel, carry: float, carried: MemoryState | None, batch: int, device: torch.device
-) -> MemoryState:
-    """Empty memories, except that each row keeps last step's memory with chance `carry` (see Stage)."""
-    state = model.new_state(batch, device)
-    if carry > 0 and carried is not None and carried.batch_size == batch:
-        finite = torch.isfinite(carried.A).flatten(1).all(1) & torch.isfinite(carried.z).flatten(1).all(1)
-        keep = (torch.rand(batch, device=device) < carry) & finite
-        state.A[keep], state.z[keep] = carried.A[keep], carried.z[keep]
-    return state
+def export(folder: Path, out: Path) -> None:
+    """A run folder as a model directory (config, one bf16 safetensors, the run's tokenizer)."""
+    p = json.loads((folder / "trainer.json").read_text())
+    save_model_dir(load_run_model(folder), Tokenizer.from_file(p["tokenizer"]), out)
 
 
-def exact_by_task(exact: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
-    """Final-answer exact match over a window of final questions: overall and per task."""
-    out = {"exact": float(exact.float().mean())}
-    for i, name in enumerate(babi.TASKS):
-        sel = task == i
-        if sel.any():
-            out[f"exact_{name}"] = float(exact[sel].float().mean())
-    return out
+# ---- the loop -------------------------------------------------------------------------------------
+def new_model(cfg: TrainConfig, tok: Tokenizer) -> ARMTModel:
+    if cfg.init:
+        model, init_tok = load_model_dir(cfg.init)
+        if init_tok.get_vocab() != tok.get_vocab():
+            raise InputError(f"{cfg.init} was trained with another tokenizer than {cfg.tokenizer}")
+        return model
+    torch.manual_seed(cfg.seed)
+    ids = {f"{name}_token_id": tok.token_to_id(t) for name, t in (("pad", PAD), ("gen", GEN), ("eos", EOS))}
+    return ARMTModel(ARMTConfig(vocab_size=tok.get_vocab_size(), **ids, **cfg.model))
 
 
-def lr_at(cfg: TrainConfig, step: int, warm_from: int = 0) -> float:
-    """The stage's lr, warmed up over cfg.warmup steps from step `warm_from` (0; or the step a run resumed
-    at without its optimizer moments: fresh Adam moments at full lr make a first step as large as lr)."""
-    stage, done = stage_position(cfg.stages, step)
-    base = stage.lr
-    if stage.lr_end is not None:  # linear decay across the stage
-        base += (stage.lr_end - stage.lr) * done / stage.steps
-    return base * min(1.0, (step - warm_from + 1) / cfg.warmup)
-
-
-def train(cfg: TrainConfig, max_minutes: float, log=print) -> int:
-    """Train until the curriculum ends or max_minutes pass; returns the step reached."""
+def train(cfg: TrainConfig, max_minutes: float, log: Log = print) -> int:
+    """Train until the curriculum ends, stop_at_step, or max_minutes pass; returns the step reached."""
     t0 = time.time()
     rank, world = join()
-    ddp = world > 1
     for stage in cfg.stages:  # refuse a batch that does not split before any work is done
         rank_batch(cfg, stage, world)
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = resolve_device("auto")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.from_file(cfg.tokenizer)
     resume = (out / "trainer.json").is_file()
-    if resume:
-        model = load_model(out)
-    elif cfg.init:
-        model, init_tok = load_model_dir(cfg.init)
-        if init_tok.get_vocab() != tok.get_vocab():
-            raise InputError(f"{cfg.init} was trained with another tokenizer than {cfg.tokenizer}")
-        model = model.float().grown(**cfg.model) if cfg.model else model.float()
-    else:
-        torch.manual_seed(cfg.seed)
-        mcfg = ARMTConfig(
-            vocab_size=tok.get_vocab_size(),
-            pad_token_id=tok.token_to_id("[PAD]"),
-            gen_token_id=tok.token_to_id(GEN),
-            eos_token_id=tok.token_to_id(EOS),
-            **cfg.model,
-        )
-        model = ARMTModel(mcfg)
-    for stage in cfg.stages:
-        if stage.where_layer is not None and not 0 <= stage.where_layer < model.config.n_layers:
-            raise InputError(f"where_layer {stage.where_layer} is not a layer of this {model.config.n_layers}-layer model (0-based)")
-    model.to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    gates = [p for n, p in model.named_parameters() if n.endswith("token_gate")]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 and not n.endswith("token_gate")]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if gates:  # Adam moves a parameter about lr a step: at 2e-4 a gate that starts at 0 would need 5,000 steps to open
-        groups.append({"params": gates, "weight_decay": 0.0, "lr_scale": GATE_LR_SCALE})
+    model = (load_run_model(out) if resume else new_model(cfg, tok)).to(device).train()
+    decay = [q for q in model.parameters() if q.dim() >= 2]
+    no_decay = [q for q in model.parameters() if q.dim() < 2]
     opt = torch.optim.AdamW(
-        groups,
-        lr=cfg.stages[0].lr,
-        betas=(0.9, 0.95),
-        fused=device.type == "cuda",
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.stages[0].lr, betas=(0.9, 0.95), fused=device.type == "cuda",
     )
-    step, had_moments = load_training(out, model, opt) if resume else (0, True)
-    warm_from = 0 if had_moments else step
-    if not had_moments and rank == 0:
-        log(f"resuming at step {step} without optimizer moments: lr warms up again over {cfg.warmup} steps")
-    total = sum(s.steps for s in cfg.stages)
+    p = resume_run(out, model, opt) if resume else Progress(seed=cfg.seed, tokenizer=cfg.tokenizer)
+    cfg = replace(cfg, seed=p.seed)  # a run keeps the seed it started with (device_seeds.sh picks one of several)
+    if resume and p.warm_from == p.step and p.step and rank == 0:
+        log(f"resuming at step {p.step} without optimizer moments: lr warms up again over {cfg.warmup} steps")
     loss_mod = LossModule(model, cfg.compile)
-    net = nn.parallel.DistributedDataParallel(loss_mod) if ddp else loss_mod
-    data = torch.utils.data.DataLoader(
-        Batches(cfg, model.config.segment_len, model.config.pad_token_id, rank, world, step),
-        batch_size=None,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if cfg.workers else None,
-        persistent_workers=False,
-    )
-    log_path = out / "log.jsonl"
-    window: list[dict] = []
+    net = nn.parallel.DistributedDataParallel(loss_mod) if world > 1 else loss_mod
+    end = min(cfg.total_steps, cfg.stop_at_step or cfg.total_steps)
     carried: MemoryState | None = None  # not saved: a resumed run starts from empty memories
     skipped = 0
-    last = time.time()
-    for batch in data:
-        if any_rank(step >= total or (time.time() - t0) / 60 > max_minutes, device):
-            break
-        b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step, warm_from) * g.get("lr_scale", 1)
-        stage = stage_at(cfg.stages, step)
-        if stage.write_cap is not None:
-            model.set_write_cap(stage.write_cap)
-        start = start_state(model, stage.carry, carried, b["ids"].shape[0], device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, final_loss, exact, task, carried = net(b, start.A, start.z, stage.final_weight, stage.where_layer)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        step += 1
-        # gnorm is computed from the all-reduced gradients, so every rank takes the same branch.
-        if torch.isfinite(gnorm):
-            opt.step()
-            window.append(
-                {"loss": loss.detach(), "final_loss": final_loss, "exact": exact.detach(), "task": task, "gnorm": gnorm.detach()}
-            )
-        else:  # one bad batch must not poison the weights (or the carried memories)
-            skipped, carried = skipped + 1, None
-            if skipped > MAX_SKIPPED:
-                raise RuntimeError(f"training diverged: {skipped} non-finite steps by step {step}")
-        if window and (step % cfg.log_every == 0 or step == total):
-            now = time.time()
-            rec = {
-                "step": step,
-                "loss": float(torch.stack([w["loss"] for w in window]).mean()),
-                "final_loss": float(torch.stack([w["final_loss"] for w in window]).mean()),
-                **exact_by_task(torch.cat([w["exact"] for w in window]), torch.cat([w["task"] for w in window])),
-                "gnorm": float(torch.stack([w["gnorm"] for w in window]).mean()),
-                "lr": lr_at(cfg, step - 1, warm_from),
-                "max_segments": stage.max_segments,
-                "batch": cfg.step_batch(stage),
-                "skipped": skipped,
-                "gpus": world,
-                "sec_per_step": (now - last) / len(window),
-                "minutes": (now - t0) / 60,
-            }
-            window, last = [], now
-            if rank == 0:
-                log(json.dumps(rec))
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-        if rank == 0 and step % cfg.save_every == 0:
-            save_training(out, model, tok, opt, step, cfg.seed)
+
+    def out_of_time() -> bool:
+        return any_rank((time.time() - t0) / 60 > max_minutes, device)
+
+    while p.stage < len(cfg.stages) and p.step < end and not out_of_time():
+        stage = cfg.stages[p.stage]
+        data = torch.utils.data.DataLoader(
+            Batches(cfg, stage, p.task_weights, model.config.segment_len, model.config.pad_token_id, rank, world, p.step),
+            batch_size=None, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+            prefetch_factor=4 if cfg.workers else None,
+        )
+        window: list[dict] = []
+        last = time.time()
+        for batch in data:
+            b = batch.to(device)
+            lr = lr_at(cfg, p)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            start = start_memory(model, stage.carry, carried, b.ids.shape[0], device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss, final_loss, exact, task, carried = net(b, start.A, start.z, stage.final_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            p.step += 1
+            # gnorm comes from the all-reduced gradients, so every rank takes the same branch.
+            if torch.isfinite(gnorm):
+                opt.step()
+                window.append({"loss": loss.detach(), "final_loss": final_loss, "exact": exact.detach(), "task": task, "gnorm": gnorm.detach()})
+            else:  # one bad batch must not poison the weights (or the carried memories)
+                skipped, carried = skipped + 1, None
+                if skipped > MAX_SKIPPED:
+                    raise RuntimeError(f"training diverged: {skipped} non-finite steps by step {p.step}")
+            if window and (p.step % cfg.log_every == 0 or p.step == end):
+                now = time.time()
+                record = {
+                    "step": p.step, "stage": p.stage,
+                    **{k: float(torch.stack([w[k] for w in window]).mean()) for k in ("loss", "final_loss", "gnorm")},
+                    **exact_by_task(torch.cat([w["exact"] for w in window]), torch.cat([w["task"] for w in window])),
+                    "lr": lr, "max_segments": stage.max_segments, "batch": cfg.step_batch(stage),
+                    "skipped": skipped, "gpus": world, "sec_per_step": (now - last) / len(window), "minutes": (now - t0) / 60,
+                }
+                window, last = [], now
+                if rank == 0:
+                    log(json.dumps(record))
+                    with open(out / "log.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+            accuracy = None
+            if stage.validates() and p.stage_steps() % cfg.val_every == 0:
+                accuracy = validate(model, tok, cfg, p, rank, world)
+                if rank == 0:
+                    log(json.dumps({"step": p.step, "stage": p.stage, "validation": accuracy}))
+            weights = p.task_weights
+            stage_over = next_stage(cfg, p, accuracy)
+            if rank == 0 and p.step % cfg.save_every == 0:
+                save_run(out, model, opt, p)
+            if stage_over or p.task_weights != weights or p.step >= end or out_of_time():
+                break  # a new stage or task mix needs new batches; the rest ends the run
     if rank == 0:
-        save_training(out, model, tok, opt, step, cfg.seed)
+        save_run(out, model, opt, p)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    if ddp:  # no rank exits (and leaves the group, distributed._leave) before rank 0 has saved
+    if world > 1:  # no rank leaves the group before rank 0 has saved
         dist.barrier()
-    return step
+    return p.step
 
 
 def plot_log(log_path: Path, png: Path) -> None:

@@ -1,4 +1,4 @@
-"""Offline "noise" text: real English prose taken from Debian packages (see shared/noise.md).
+"""Offline "noise" text: real English prose taken from Debian packages (docs/tasks.md says which text plays which role).
 
 BABILong hides its facts in PG19 books, which cannot be downloaded here. Debian ships freely licensed
 prose (Bibles, commentaries, fortunes, dictionaries, Perl docs) that `apt-get download` fetches without
