@@ -110,3 +110,15 @@ def test_collate_pads_contexts_to_whole_segments_and_names_each_questions_row(ma
     assert b.task.tolist() == [babi.TASKS.index(e.task) for e in examples for _ in e.finals]
     for i, e in enumerate(examples):
         assert b.ids[i, : len(e.ids)].tolist() == e.ids and (b.ids[i, len(e.ids) :] == 0).all()
+
+
+@pytest.mark.parametrize("dense", [1.0, 0.0])
+def test_real_bAbI_stories_make_examples_of_every_task(maker: ExampleMaker, dense: float) -> None:
+    """Stage.real_stories: the stories come from the bAbI v1.2 training files (their wording: "John got the
+    apple.", which the generator writes only for QA3), and every example still has a final question."""
+    rng = random.Random(6)
+    stage = Stage(1, 3, dense, real_stories=1.0, segment_questions=1.0, final_questions=2)
+    examples = [maker.example(rng, stage, 3) for _ in range(40)]
+    assert {e.task for e in examples} == set(babi.TASKS) and all(e.finals for e in examples)
+    text = " ".join(maker.tok.decode(e.ids) for e in examples if e.task in ("qa2", "qa5"))
+    assert re.search(r"(John|Mary|Sandra|Daniel|Bill|Fred|Jeff) (got|grabbed|picked up|took) the \w+ there\.", text)

@@ -61,7 +61,7 @@ class Stage:
     # loss of the answers read from memory (final and segment questions), a fixed share at any length.
     final_weight: float | None = None
     final_questions: int = 1  # questions after each row's context, each read from its final memory
-    qa4_inverse: float = 0.5  # babi.Wording: the QA4 wording curriculum of the shipped lineage
+    qa4_inverse: float | None = None  # babi.Wording (None: bAbI's); 0.0 words QA4 one way, the curriculum the shipped lineage used
     qa4_relative: bool = True
     inline_questions: float = 1.0  # chance that a dense stream's question is asked inline (the rest are skipped)
     # Chance, at each segment boundary inside a BABILong row of QA1-QA3, of a question about the story so far, read
@@ -205,6 +205,11 @@ class Batches(torch.utils.data.IterableDataset):
         self.size, self.rank, self.start = rank_batch(cfg, stage, world), rank, start
         tok = Tokenizer.from_file(cfg.tokenizer)
         self.maker = ExampleMaker(tok, noise_bank(tuple(cfg.noise), cfg.tokenizer), segment_len, cfg.noise_share)
+        if stage.real_stories:
+            from longqa.lab.generate import babi_stories
+
+            for task in babi.TASKS:  # parsed here, so that the workers share them
+                babi_stories.load(task)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
