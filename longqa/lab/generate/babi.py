@@ -1,4 +1,4 @@
-"""Seeded bAbI v1.2 story simulators for QA1–QA5 (wording per /work/shared/babilong.md).
+"""Seeded bAbI v1.2 story simulators for QA1–QA5 (docs/tasks.md).
 
 Every story comes from simulating a small world with legal actions only, so each answer is determined by the
 facts. Its shape follows bAbI's own training files (compared by `babi_stats`): how the facts are worded, which
