@@ -17,14 +17,19 @@ for seed in "$@"; do
   i=$((i + 1))
 done
 wait
-mkdir -p seeds && for seed in "$@"; do
+mkdir -p seeds && for seed in "$@"; do  # a seed that failed still sends back its log
   tail -n 3 "runs-seed-$seed.log"
-  cp "runs/seed-$seed/trainer.json" "seeds/trainer-$seed.json" && cp "runs/seed-$seed/log.jsonl" "seeds/log-$seed.jsonl" && cp "runs-seed-$seed.log" seeds/
+  cp "runs-seed-$seed.log" seeds/
+  cp "runs/seed-$seed/trainer.json" "seeds/trainer-$seed.json" 2>/dev/null
+  cp "runs/seed-$seed/log.jsonl" "seeds/log-$seed.jsonl" 2>/dev/null
 done
 best=$(python3 - "$@" <<'PY'
 import json, sys
 def last_mean(seed):
-    v = json.load(open(f"runs/seed-{seed}/trainer.json"))["validations"]
+    try:
+        v = json.load(open(f"runs/seed-{seed}/trainer.json"))["validations"]
+    except OSError:  # the seed failed before its first save
+        return -2
     return sum(x for k, x in v[-1].items() if k.startswith("qa")) / 5 if v else -1
 scores = {s: last_mean(s) for s in sys.argv[1:]}
 print(max(scores, key=scores.get))
