@@ -186,8 +186,8 @@ def test_random_bytes_through_state_load(data: bytes, fuzz_dir: Path) -> None:
         mem = state.load(path, "f" * 16)
     except StateError:
         return
-    # Loading can only succeed when the damage missed the checksummed tensors (the metadata is not
-    # covered by the checksum: see the report); then the memory must be exactly the original one.
+    # Loading can only succeed when the damage missed everything the checksum covers (format 2: every
+    # metadata field and tensor), e.g. the header's padding; then the memory must be exactly the original one.
     assert torch.equal(mem.state.A, good.state.A) and torch.equal(mem.state.z, good.state.z)
     assert mem.pending == good.pending
 
