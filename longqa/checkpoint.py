@@ -251,7 +251,8 @@ def load_model_dir(model_dir: str | Path) -> tuple[ARMTModel, Tokenizer]:
         model = ARMTModel.from_pretrained(d)
         tokenizer = load_tokenizer(d / "tokenizer.json")
     except Exception as e:  # json/safetensors/torch/tokenizers each raise their own types
-        raise InputError(f"cannot load model from {name}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+        why = " ".join(str(e).split())
+        raise InputError(f"cannot load model from {name}: {why[:200] + ('...' if len(why) > 200 else '') if why else type(e).__name__}") from None
     c = model.config
     if tokenizer.get_vocab_size() > c.vocab_size:
         raise InputError(f"{name}: tokenizer.json has {tokenizer.get_vocab_size():,} tokens, the model only {c.vocab_size:,}")

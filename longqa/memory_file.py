@@ -427,7 +427,7 @@ def check_header(path: str | Path, fingerprint: str | None) -> None:
     written by this model (fingerprint None: not checked). load() checks everything."""
     _, header, fd, _ = _load_header(path)
     os.close(fd)
-    _metadata(path, header, fingerprint)
+    _metadata(show(path, 200), header, fingerprint)
 
 
 def _load_header(path: str | Path) -> tuple[int, dict, int, int]:
@@ -458,8 +458,8 @@ def _load_header(path: str | Path) -> tuple[int, dict, int, int]:
     return parsed[0], parsed[1], fd, size
 
 
-def _metadata(name_or_path: str | Path, header: dict, fingerprint: str | None) -> dict[str, str]:
-    name = show(name_or_path, 200)
+def _metadata(name: str, header: dict, fingerprint: str | None) -> dict[str, str]:
+    """The metadata of a state of this format and a readable version, by this model; `name` as shown."""
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StateError(f"{name} is a safetensors file but not a longqa state")
@@ -480,7 +480,7 @@ def load(path: str | Path, fingerprint: str, layout: Layout | None = None) -> Me
     if it cannot be read). With a layout (Layout.of(engine)), tensors are checked against the model."""
     n, header, fd, size = _load_header(path)
     try:
-        _metadata(path, header, fingerprint)
+        _metadata(show(path, 200), header, fingerprint)
         expected = 8 + n + _data_size(show(path, 200), header)
         if size != expected:
             raise _fail(show(path, 200), f"{size:,} bytes where its header describes {expected:,} (truncated or extended)")
@@ -523,19 +523,19 @@ def _data_size(name: str, header: dict) -> int:
     return spans[-1][1]
 
 
-def decode(data: bytes, fingerprint: str, layout: Layout | None = None, name: str | Path = "standard input") -> Memory:
+def decode(data: bytes, fingerprint: str, layout: Layout | None = None, name: str | Path | None = None) -> Memory:
     """A Memory from a state file's bytes, after every check (module docstring)."""
     import torch
     from safetensors.torch import load as st_load
 
     from longqa.model import MemoryState
 
-    shown = show(name, 200)
+    shown = "standard input" if name is None else show(name, 200)  # None: the bytes came from stdin
     parsed = _header_of(data)
     if parsed is None:
         raise StateError(f"{shown} is not a longqa state file")
     n, header = parsed
-    meta = _metadata(name, header, fingerprint)
+    meta = _metadata(shown, header, fingerprint)
     if 8 + n + _data_size(shown, header) != len(data):
         raise _fail(shown, "its size does not match its header (truncated or extended)")
     version = meta["format_version"]
