@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import io
 import json
 import os
 import sys
@@ -140,32 +141,44 @@ def info(message: str, quiet: bool) -> None:
 
 
 class Output:
-    """stdout, one whole line at a time: SIGINT and SIGTERM wait while a line is written, so no line is ever
-    cut in half, and a failed write is an error (exit 1), never answers silently lost."""
+    """stdout, one whole line at a time, and a failed write is an error (exit 1), never answers silently lost.
+
+    A signal (SIGINT, SIGTERM) that comes while a line waits to be written (a full pipe) ends the run before
+    any of the line is out; once part of a line is out, signals wait until the rest is: no line is ever cut
+    in half, and a reader that never reads can still be interrupted between lines."""
 
     def __init__(self) -> None:
         self.stream = sys.stdout
 
     def line(self, text: str) -> None:
-        from longqa.memory_file import signals_held
-
         if self.stream is None:
             raise RuntimeFailure("standard output is closed: the answers were lost")
         data = (text + "\n").encode("utf-8")
-        with signals_held():
+        try:
             try:
-                buffer = getattr(self.stream, "buffer", None)
-                if buffer is not None:
-                    self.stream.flush()
-                    buffer.write(data)
-                    buffer.flush()
-                else:  # a text stream (tests capture stdout with one)
+                self.stream.flush()
+                fd = self.stream.fileno()
+            except (AttributeError, ValueError, io.UnsupportedOperation):
+                fd = None
+            if fd is None:  # not a file (tests capture stdout with a stream): one write, signals held
+                from longqa.memory_file import signals_held
+
+                with signals_held():
                     self.stream.write(text + "\n")
                     self.stream.flush()
-            except BrokenPipeError:
-                raise
-            except OSError as e:
-                raise RuntimeFailure(f"cannot write the answers to standard output: {e.strerror or e}") from None
+                return
+            view = memoryview(data)
+            view = view[os.write(fd, view) :]  # a signal before anything is written: no line at all
+            if view:
+                from longqa.memory_file import signals_held
+
+                with signals_held():
+                    while view:
+                        view = view[os.write(fd, view) :]
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise RuntimeFailure(f"cannot write the answers to standard output: {e.strerror or e}") from None
 
 
 # ---- questions ----------------------------------------------------------------------------------
@@ -397,11 +410,12 @@ def read_into(engine, memories: list[Memory], docs: list[list[Document]], rep: R
                 memory.mentions |= d.stats.mentions.found
 
 
-def warn_replaced(docs: list[Document]) -> None:
-    bad = [d for d in docs if d.stats.replaced]
+def warn_replaced(counts: list[tuple[str, int]]) -> None:
+    """One warning for all the bytes that were not UTF-8, with their count: (document name, bytes replaced)."""
+    bad = [(name, n) for name, n in counts if n]
     if bad:
-        total = sum(d.stats.replaced for d in bad)
-        where = show(bad[0].name, 120) if len(bad) == 1 else f"{len(bad)} files, the first {show(bad[0].name, 120)}"
+        total = sum(n for _, n in bad)
+        where = show(bad[0][0], 120) if len(bad) == 1 else f"{len(bad)} files, the first {show(bad[0][0], 120)}"
         warn(f"{total:,} byte{'s' if total > 1 else ''} that {'are' if total > 1 else 'is'} not valid UTF-8 replaced by U+FFFD (in {where})")
 
 
@@ -414,7 +428,7 @@ def read_sources(engine, memory: Memory, docs: list[Document], quiet: bool) -> N
         rep.stop()  # no stats line: the error must be the only thing said
         names = ", ".join(show(d.name, 120) for d in docs[:3]) + (f" and {len(docs) - 3} more" if len(docs) > 3 else "")
         raise InputError(f"empty input: no text in {names}")
-    warn_replaced(docs)
+    warn_replaced([(d.name, d.stats.replaced) for d in docs])
     rep.done(memory.tokens - before, "read")
 
 
@@ -497,6 +511,7 @@ def ask_each(plan: preflight.Plan, qs: list[Question], as_json: bool, quiet: boo
     rep = Reporter(total_size(mine_docs), quiet or rank > 0, engine.device.type)
     tokens = 0
     unanswered: list[tuple[str | None, Question, Result]] = []
+    replaced_in: list[tuple[str, int]] = []  # documents with bytes that were not UTF-8: one warning at the end
     for first in range(0, len(docs), batch * world):
         group = docs[first : first + batch * world][rank::world]
         mems = [fresh_memory(engine) for _ in group]
@@ -516,12 +531,13 @@ def ask_each(plan: preflight.Plan, qs: list[Question], as_json: bool, quiet: boo
             if count == 0:
                 warn(f"{show(name, 120)}: no text")
             if replaced:
-                warn(f"{show(name, 120)}: {replaced:,} bytes that are not valid UTF-8 replaced by U+FFFD")
+                replaced_in.append((name, replaced))
             unanswered += [(name, q, r) for q, r in zip(qs, answers) if count]
             doing("writing the answers")
             for q, r in zip(qs, answers):
                 emit(out, q, r, as_json, {"source": shown, "tokens": count, "seconds": seconds}, with_source=True)
     if rank == 0:
+        warn_replaced(replaced_in)
         warn_unanswered(unanswered)
     rep.done(tokens, f"read {len(docs)} documents")
 

@@ -649,6 +649,10 @@ def test_replaced_bytes_get_one_warning_with_their_count(run, tmp_path: Path) ->
     rc, out, err = run("ask", tmp_path / "bad.txt", QS[0], "-q")
     assert rc == 0 and err.splitlines() == ["longqa: warning: 4 bytes that are not valid UTF-8 replaced by U+FFFD (in "
                                             f"'{tmp_path / 'bad.txt'}')"]
+    (tmp_path / "worse.txt").write_bytes(b"Mary went \xff\xff to the office.")
+    rc, out, err = run("ask", tmp_path, QS[0], "--each", "-q")  # one warning for all the files
+    assert rc == 0 and err.splitlines() == ["longqa: warning: 6 bytes that are not valid UTF-8 replaced by U+FFFD (in 2 files, "
+                                            f"the first '{tmp_path / 'bad.txt'}')"]
 
 
 def test_reporter_estimates_the_total_from_tokens_per_byte() -> None:
