@@ -83,7 +83,17 @@ def _readable(command: click.Command | None) -> click.Command | None:
             if param.nargs != 1 and not plain.endswith("..."):
                 usage += "..."
             param._usage_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
+        elif getattr(param, "param_type_name", None) == "option" and param.metavar is None:
+            param.display_type_rich = lambda ctx, shown=param.display_type_rich: _type_word(shown(ctx))  # type: ignore[method-assign]
     return command
+
+
+_TYPE_WORDS = {"int": "N", "float": "NUMBER", "str": "TEXT", "list[str]": "TEXT", "Path": "PATH"}
+
+
+def _type_word(shown: str | None) -> str | None:
+    """typer's "<int>", "<str>", "<list[str]>" as the word a user knows: N, TEXT, ..."""
+    return _TYPE_WORDS.get(shown.strip("<>"), shown.strip("<>").upper()) if shown else shown
 
 
 app = typer.Typer(

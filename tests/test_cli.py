@@ -610,10 +610,10 @@ def test_each_json_has_seconds(run, corpus: Path) -> None:
 
 def test_short_options_and_readable_help(run) -> None:
     assert run("-V")[1] == [f"longqa {__version__}"]
-    for args in (["-h"], ["ask", "-h"], ["memorize", "-h"]):
+    for args in (["-h"], ["ask", "-h"], ["memorize", "-h"], ["eval", "-h"]):
         rc, out, _ = run(*args)
         text = "\n".join(out)
-        assert rc == 0 and "Usage: longqa" in text and "<str>" not in text and "list[" not in text and "{SOURCE}" not in text
+        assert rc == 0 and "Usage: longqa" in text and "<" not in text and "list[" not in text and "{SOURCE}" not in text
     rc, out, _ = run("ask", "-h")
     text = " ".join(" ".join(out).split())
     assert "--questions FILE" in text and "--save STATE" in text and "-g, --glob GLOB" in text and "--hidden" in text
