@@ -29,7 +29,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from longqa import __version__, preflight
+from longqa import __version__
 from longqa.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -46,6 +46,7 @@ from longqa.launch import install_signal_handlers
 from longqa.questions import FORMS_HELP, NO_ANSWER, Question, parse_question
 
 if TYPE_CHECKING:
+    from longqa import preflight
     from longqa.input.reader import Document
     from longqa.memory_file import Layout, Memory
 
@@ -476,6 +477,8 @@ def ask(
     quiet: QuietOpt = False,
 ) -> None:
     """Read SOURCE once, then answer every question from that memory (answers on stdout, one per line)."""
+    from longqa import preflight  # imported here: `longqa --version` and --help need none of it
+
     doing("checking the options")
     rank, _ = preflight.world()
     qs = check_questions(collect_questions(questions, questions_file, source), quiet_warnings=rank > 0)
@@ -565,6 +568,8 @@ def memorize(
     quiet: QuietOpt = False,
 ) -> None:
     """Read SOURCEs once into one memory and save it, to answer from later without re-reading."""
+    from longqa import preflight
+
     doing("checking the options")
     plan = preflight.check("memorize", sources, model, device, memory, save, False, hidden, globs, warn=warn)
     from longqa import memory_file
