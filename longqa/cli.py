@@ -139,7 +139,17 @@ _doing = ["starting"]  # what the program is doing, for the one line an unexpect
 
 
 def doing(what: str) -> None:
+    """Enter a phase of the run. A stop signal whose exception a library swallowed ends the run here."""
+    stopped()
     _doing[0] = what
+
+
+def stopped() -> None:
+    """Raise the stop signal received during this run, if any (launch.received)."""
+    from longqa import launch
+
+    if launch.received is not None:
+        raise launch.received
 
 
 def warn(message: str) -> None:
@@ -162,6 +172,7 @@ class Output:
         self.stream = sys.stdout
 
     def line(self, text: str) -> None:
+        stopped()  # no answer goes out after a stop signal, even one a library swallowed
         if self.stream is None:
             raise RuntimeFailure("standard output is closed: the answers were lost")
         data = (text + "\n").encode("utf-8")
@@ -620,42 +631,59 @@ def _internal_error(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the command, turn every failure into one line on stderr and an exit code."""
+    """Entry point: run the command, turn every failure into one line on stderr and an exit code. A stop
+    signal received during the run decides the outcome, however its exception fared on the way up (one line,
+    its code, and no other error line)."""
+    import signal
+
+    from longqa import launch
+
+    launch.received = None
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code, message = _run(argv)
+    finally:  # a caller's own handlers (a test run's) come back; the program's are launch's anyway
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+    if launch.received is not None:
+        code, message = launch.received.exit_code, f"longqa: {launch.received.message}"
+    if message:
+        print(message, file=sys.stderr)
+    return code
+
+
+def _run(argv: list[str] | None) -> tuple[int, str | None]:
+    """(exit code, the one line for stderr or None)."""
     install_signal_handlers()
     _doing[0] = "starting"
     try:
         command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="longqa", standalone_mode=False)
         if result == EXIT_INTERRUPTED:  # click turns a KeyboardInterrupt into Abort -> Exit(130)
-            print("longqa: interrupted", file=sys.stderr)
-        return result if isinstance(result, int) else 0
+            return EXIT_INTERRUPTED, "longqa: interrupted"
+        return (result if isinstance(result, int) else 0), None
     except Stop as stop:
-        print(f"longqa: {stop.message}", file=sys.stderr)
-        return stop.exit_code
+        return stop.exit_code, f"longqa: {stop.message}"
     except LongQAError as e:
-        print(f"longqa: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return e.exit_code, f"longqa: error: {e}"
     except TyperException as e:  # usage errors from the argument parser (exit 2)
         ctx = getattr(e, "ctx", None)
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `longqa`: the help is the message
-            print(e.format_message(), file=sys.stderr)
-            return e.exit_code
+            return e.exit_code, e.format_message()
         hint = f" (see 'longqa {ctx.info_name} --help')" if ctx and ctx.info_name != "longqa" else ""
         message = " ".join(valid_text(e.format_message()).split())
-        print(f"longqa: error: {message[:300]}{hint}", file=sys.stderr)
-        return e.exit_code if e.exit_code else EXIT_USAGE
+        return (e.exit_code if e.exit_code else EXIT_USAGE), f"longqa: error: {message[:300]}{hint}"
     except (KeyboardInterrupt, typer.Abort):
-        print("longqa: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, "longqa: interrupted"
     except BrokenPipeError:
         # The reader of our stdout went away (e.g. `| head`): nothing left to say.
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, AttributeError, ValueError):
             pass
-        return EXIT_FAILURE
+        return EXIT_FAILURE, None
     except Exception as e:
         if os.environ.get("LONGQA_DEBUG") == "1":
             traceback.print_exc()
-        print(f"longqa: error: {_internal_error(e)}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_FAILURE, f"longqa: error: {_internal_error(e)}"

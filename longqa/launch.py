@@ -9,11 +9,18 @@ import sys
 
 from longqa.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Stop
 
+received: Stop | None = None  # the first stop signal of this run, whatever became of its exception
+
 
 def _stop(signum: int, frame: object) -> None:
-    if signum == signal.SIGINT:
-        raise Stop(signum, EXIT_INTERRUPTED, "interrupted")
-    raise Stop(signum, EXIT_TERMINATED, "terminated")
+    """Raise Stop, and remember it: a library may swallow or mangle the exception (a signal in the middle of
+    numpy's import, under torch's, surfaced later as 'ImportError: cannot load module more than once per
+    process'); main() then still ends the run with this signal's line and exit code."""
+    global received
+    stop = Stop(signum, EXIT_INTERRUPTED, "interrupted") if signum == signal.SIGINT else Stop(signum, EXIT_TERMINATED, "terminated")
+    if received is None:
+        received = stop
+    raise stop
 
 
 def install_signal_handlers() -> None:

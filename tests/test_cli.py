@@ -740,3 +740,26 @@ def test_an_internal_error_is_one_line_with_the_debug_hint(run, corpus: Path, mo
     monkeypatch.setattr(Engine, "answer_pairs", boom)
     assert_error(run("ask", corpus / "a.txt", QS[0], "-q"), 1,
                  "internal error while answering: ValueError: no message (set LONGQA_DEBUG=1 for a traceback)")
+
+
+def test_a_signal_a_library_swallowed_still_ends_the_run(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C inside numpy's import under torch's surfaced as 'ImportError: cannot load module more than once'
+    or was lost, and the run went on to print answers: the signal received decides the outcome."""
+    import signal
+
+    from longqa import launch
+    from longqa.engine import Engine
+
+    real_read = Engine.read
+
+    def read_and_swallow(self, *args, **kwargs):
+        try:
+            launch._stop(signal.SIGINT, None)  # what the handler does when Ctrl-C comes
+        except BaseException:
+            pass  # a library that catches everything
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "read", read_and_swallow)
+    assert run("ask", corpus / "a.txt", QS[0]) == (130, [], "longqa: interrupted\n")
+    monkeypatch.setattr(Engine, "read", real_read)
+    assert run("ask", corpus / "a.txt", QS[0], "-q")[0] == 0  # the next run starts afresh
