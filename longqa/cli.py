@@ -153,10 +153,12 @@ def stopped() -> None:
 
 
 def warn(message: str) -> None:
+    stopped()  # after a stop signal the only line is the signal's
     print(f"longqa: warning: {message}", file=sys.stderr, flush=True)
 
 
 def info(message: str, quiet: bool) -> None:
+    stopped()
     if not quiet:
         print(f"longqa: {message}", file=sys.stderr, flush=True)
 
