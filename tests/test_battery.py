@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -584,7 +584,7 @@ def run_case(case: Case, ctx: Ctx) -> Result:
 
 
 @pytest.fixture(scope="module")
-def results(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+def results(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Result]]:
     root = tmp_path_factory.mktemp("battery")
     (root / "good.txt").write_text(TEXT, encoding="utf-8")
     assert cli.main(["memorize", str(root / "good.txt"), "--save", str(root / "good.state"), "--model", str(tiny_model), "-q"]) == 0
@@ -594,7 +594,10 @@ def results(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     order = sorted(CASES, key=lambda c: c.id not in ("ten_thousand_questions", "directory_deeper_than_recursion_limit"))
     with ThreadPoolExecutor(WORKERS) as pool:
         done = dict(zip([c.id for c in order], pool.map(lambda c: run_case(c, ctx), order)))
-    return done
+    yield done
+    deep = ctx.root / "directory_deeper_than_recursion_limit"
+    if (deep / "deep").exists():  # its test failed before its own cleanup: pytest's rmtree would recurse too deep
+        _remove_deep(deep, ctx, done["directory_deeper_than_recursion_limit"])
 
 
 def test_enough_cases() -> None:
