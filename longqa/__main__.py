@@ -1,5 +1,5 @@
 import sys
 
-from longqa.cli import entry
+from longqa.launch import entry
 
 sys.exit(entry())

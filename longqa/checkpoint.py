@@ -2,22 +2,55 @@
 
 A model directory holds config.json, model.safetensors and tokenizer.json (MODEL_FILES). Its fingerprint
 names the exact model and tokenizer, so that a memory file written by one is refused by any other.
+
+A directory is checked before anything is allocated (check_model_dir, no torch needed): config.json's
+values must be sane (positive sizes, heads that divide the width, bounded sizes), the parameters that its
+shape implies must fit the memory this machine has, and model.safetensors' header must describe tensors
+that lie inside the file. A hostile or mistaken config is refused in a fraction of a second with one line,
+instead of growing to gigabytes or dividing by zero.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+import resource
+import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokenizers import Tokenizer
+from longqa.errors import InputError, printable, show
 
-from longqa.errors import InputError
-from longqa.input.text import load_tokenizer
-from longqa.model import ARMTModel
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from longqa.model import ARMTModel
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 DEFAULT_MODEL = "longqa-armt-small"
+
+# config.json: (smallest, largest) of the sizes a model can have. Generous: a model far larger than the
+# shipped one passes; what fails is a value no model has (0, negative, a typo of many digits).
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "vocab_size": (3, 1 << 24),
+    "d_model": (1, 1 << 16),
+    "n_layers": (1, 1 << 12),
+    "n_heads": (1, 1 << 12),
+    "d_ff": (1, 1 << 20),
+    "segment_len": (1, 1 << 20),
+    "n_mem": (0, 1 << 16),
+    "d_mem": (1, 1 << 16),
+    "conv_width": (1, 1 << 12),
+    "max_answer_tokens": (1, 1 << 12),
+    "armt_version": (0, 1 << 20),
+}
+TOKEN_IDS = ("pad_token_id", "gen_token_id", "eos_token_id")
+POSITIVE_SMALL_FLOATS = ("norm_eps", "mem_eps")
+_MAX_CONFIG_BYTES = 1 << 20
+_MAX_ST_HEADER = 100_000_000  # safetensors' own limit
+_ST_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def fingerprint(model_dir: str | Path) -> str:
@@ -30,19 +63,201 @@ def fingerprint(model_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_model_dir(model_dir: str | Path) -> tuple[ARMTModel, Tokenizer]:
-    """Model and tokenizer from a directory written by save_model_dir; InputError if it is not one."""
+# ---- checks before allocation -------------------------------------------------------------------
+
+
+def _int(value: object) -> bool:
+    return type(value) is int
+
+
+def _val(value: object) -> str:
+    """A config value as a message shows it: its JSON-ish repr, short."""
+    text = printable(repr(value))
+    return text if len(text) <= 30 else text[:30] + "..."
+
+
+def validate_config(cfg: dict, where: str = "config.json") -> None:
+    """InputError unless the config's values are sane; keys it does not know are left to ARMTConfig."""
+    for key, (lo, hi) in INT_RANGES.items():
+        if key in cfg and not (_int(cfg[key]) and lo <= cfg[key] <= hi):
+            raise InputError(f"{where}: {key} is {_val(cfg[key])}; it must be a whole number from {lo} to {hi:,}")
+    for key in TOKEN_IDS:
+        if key in cfg and not (_int(cfg[key]) and 0 <= cfg[key] < cfg.get("vocab_size", 1 << 24)):
+            raise InputError(f"{where}: {key} is {_val(cfg[key])}; it must be a token id below vocab_size")
+    for key in POSITIVE_SMALL_FLOATS:
+        v = cfg.get(key, 1e-6)
+        if not (type(v) in (int, float) and math.isfinite(v) and 0 < v < 1):
+            raise InputError(f"{where}: {key} is {_val(v)}; it must be a number between 0 and 1")
+    d, heads = cfg.get("d_model"), cfg.get("n_heads")
+    if _int(d) and _int(heads) and d % heads:
+        raise InputError(f"{where}: d_model {d} is not a multiple of n_heads {heads}")
+    clip = cfg.get("write_clip")
+    if clip is not None:
+        if not (isinstance(clip, list) and all(type(c) in (int, float) and math.isfinite(c) and c > 0 for c in clip)):
+            raise InputError(f"{where}: write_clip must be null or a list of positive numbers, one per layer")
+        if "n_layers" in cfg and len(clip) != cfg["n_layers"]:
+            raise InputError(f"{where}: write_clip has {len(clip)} values for {cfg['n_layers']} layers")
+    for key, value in cfg.items():
+        if isinstance(value, bool) or value is None or key == "write_clip":
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{where}: {key} is {value}")
+
+
+def parameter_estimate(cfg: dict) -> int:
+    """About (a little over) the parameters a config describes: embeddings, the causal conv taken as full,
+    and per layer attention, the gated feed-forward and the memory's projections (read and token writes)."""
+    g = lambda k, default: cfg.get(k, default) if _int(cfg.get(k, default)) else default  # noqa: E731
+    V, d, L = g("vocab_size", 8192), g("d_model", 256), g("n_layers", 4)
+    S, n_mem, d_ff, d_mem, w = g("segment_len", 128), g("n_mem", 16), g("d_ff", 1024), g("d_mem", 32), g("conv_width", 6)
+    per_layer = 4 * d * d + 3 * d * d_ff + 2 * d * d_mem + 2 * d * d + 4 * d
+    return V * d + (S + 2 * n_mem) * d + w * d * d + L * per_layer
+
+
+def state_floats(cfg: dict) -> int:
+    """Floats of one document's memory (A and z): n_layers x 6 d_mem x (d_model + 1)."""
+    return cfg.get("n_layers", 4) * 6 * cfg.get("d_mem", 32) * (cfg.get("d_model", 256) + 1)
+
+
+def available_memory() -> int | None:
+    """Bytes this process could still allocate: the smaller of the memory the kernel says is available and
+    what the address-space limit (ulimit -v) leaves; None if neither can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    return min(limits) if limits else None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def check_model_dir(model_dir: str | Path) -> dict:
+    """Everything about a model directory that can be checked before torch is loaded and anything is
+    allocated; returns its config. InputError (exit 2) with one line saying what is wrong."""
     d = Path(model_dir)
+    name = show(d, 200)
     if not d.is_dir():
-        raise InputError(f"model directory not found: {d}")
+        raise InputError(f"model directory not found: {name}")
     missing = [n for n in MODEL_FILES if not (d / n).is_file()]
     if missing:
-        raise InputError(f"{d} is not a longqa model directory (missing {', '.join(missing)})")
+        raise InputError(f"{name} is not a longqa model directory (missing {', '.join(missing)})")
+    try:
+        raw = (d / "config.json").read_bytes()[: _MAX_CONFIG_BYTES + 1]
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise InputError(f"{name}: config.json is larger than any model config ({_MAX_CONFIG_BYTES:,} bytes)")
+        cfg = json.loads(raw)
+    except OSError as e:
+        raise InputError(f"cannot read {name}/config.json: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{name}: config.json is not valid JSON ({str(e)[:80]})") from None
+    if not isinstance(cfg, dict):
+        raise InputError(f"{name}: config.json is not a JSON object")
+    validate_config(cfg, show(d / "config.json", 200))
+    weights_bytes = _check_safetensors(d / "model.safetensors", name)
+    need = 4 * parameter_estimate(cfg) + 8 * state_floats(cfg)
+    have = available_memory()
+    if have is not None and max(need, weights_bytes) > have:
+        raise InputError(
+            f"{name}: this model needs about {_gb(max(need, weights_bytes))} of memory and this machine has "
+            f"{_gb(have)} available (config.json: n_layers {cfg.get('n_layers')}, d_model {cfg.get('d_model')}, d_ff {cfg.get('d_ff')})"
+        )
+    return cfg
+
+
+def _check_safetensors(path: Path, name: str) -> int:
+    """Bytes of tensor data, after checking that the header parses and describes tensors inside the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            n = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
+            if not 2 <= n <= min(_MAX_ST_HEADER, size - 8):
+                raise InputError(f"{name}: model.safetensors is not a safetensors file")
+            header = json.loads(f.read(n))
+    except OSError as e:
+        raise InputError(f"cannot read {name}/model.safetensors: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InputError(f"{name}: model.safetensors has a damaged header") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{name}: model.safetensors has a damaged header")
+    data = size - 8 - n
+    total = 0
+    for key, t in header.items():
+        if key == "__metadata__":
+            continue
+        ok = isinstance(t, dict) and t.get("dtype") in _ST_DTYPES and isinstance(t.get("shape"), list)
+        ok = ok and all(_int(s) and s >= 0 for s in t["shape"]) and isinstance(t.get("data_offsets"), list)
+        ok = ok and len(t["data_offsets"]) == 2 and all(_int(o) for o in t["data_offsets"])
+        if ok:
+            start, end = t["data_offsets"]
+            ok = 0 <= start <= end <= data and end - start == math.prod(t["shape"]) * _ST_DTYPES[t["dtype"]]
+        if not ok:
+            raise InputError(f"{name}: model.safetensors is damaged or truncated (tensor {show(key, 40)})")
+        total += end - start
+    return total
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def _config_types(cfg: dict, name: str) -> None:
+    """Every value of a key that is one of ARMTConfig's fields has that field's type (a bool is no int, a
+    string no number). Keys that are not fields are left to ARMTConfig.from_pretrained, which knows which it
+    ignores (those transformers writes) and refuses the rest."""
+    import dataclasses
+
+    from longqa import model
+
+    fields = {f.name: str(f.type) for f in dataclasses.fields(model.ARMTConfig)}
+    for key, value in cfg.items():
+        if key not in fields:
+            continue
+        kind = fields[key].replace(" ", "")
+        ok = {
+            "int": _int(value),
+            "bool": type(value) is bool,
+            "float": type(value) in (int, float),
+            "str": isinstance(value, str),
+        }.get(kind.removesuffix("|None"), True)
+        if kind.endswith("|None") and value is None:
+            ok = True
+        if not ok:
+            raise InputError(f"cannot load model from {name}: config.json's {key} is {_val(value)}, not {fields[key]}")
+
+
+def load_model_dir(model_dir: str | Path) -> tuple[ARMTModel, Tokenizer]:
+    """Model and tokenizer from a directory written by save_model_dir; InputError if it is not one."""
+    from longqa.input.text import EOS, GEN, PAD, load_tokenizer
+    from longqa.model import ARMTModel
+
+    d = Path(model_dir)
+    name = show(d, 200)
+    cfg = check_model_dir(d)
+    _config_types(cfg, name)
     try:
         model = ARMTModel.from_pretrained(d)
         tokenizer = load_tokenizer(d / "tokenizer.json")
     except Exception as e:  # json/safetensors/torch/tokenizers each raise their own types
-        raise InputError(f"cannot load model from {d}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = " ".join(str(e).split())
+        raise InputError(f"cannot load model from {name}: {why[:200] + ('...' if len(why) > 200 else '') if why else type(e).__name__}") from None
+    c = model.config
+    if tokenizer.get_vocab_size() > c.vocab_size:
+        raise InputError(f"{name}: tokenizer.json has {tokenizer.get_vocab_size():,} tokens, the model only {c.vocab_size:,}")
+    for token, key in ((PAD, "pad_token_id"), (GEN, "gen_token_id"), (EOS, "eos_token_id")):
+        if hasattr(c, key) and tokenizer.token_to_id(token) != getattr(c, key):
+            raise InputError(f"{name}: tokenizer.json's {token} is id {tokenizer.token_to_id(token)}, config.json's {key} is {getattr(c, key)}")
     return model, tokenizer
 
 
@@ -70,5 +285,5 @@ def resolve_model_dir(option: str | None) -> Path:
         return default_model_dir()
     if not Path(env).is_dir():
         # Say where the path came from: the user may not remember having set the variable.
-        raise InputError(f"LONGQA_MODEL={env} is not a model directory; fix or unset it, or pass --model DIR")
+        raise InputError(f"LONGQA_MODEL={show(env, 200)} is not a model directory; fix or unset it, or pass --model DIR")
     return Path(env)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -20,6 +22,7 @@ from safetensors.torch import load_file
 
 from longqa import __version__, cli
 from longqa.lab.generate import babi
+from longqa.questions import FORMS_HELP
 
 torch.set_num_threads(1)
 
@@ -29,10 +32,11 @@ QS = ["Where is Mary?", "Where is John?", "Where is the milk?"]
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("corpus")
-    (d / "a.txt").write_text(babi_text(40, seed=1) + "\nSandra journeyed to the hallway.\n", encoding="utf-8")
-    (d / "b.txt").write_text(babi_text(23, seed=2) + " Daniel went back", encoding="utf-8")
+    milk = " Mary got the milk there. John went to the office. "
+    (d / "a.txt").write_text(babi_text(40, seed=1) + milk + "\nSandra journeyed to the hallway.\n", encoding="utf-8")
+    (d / "b.txt").write_text(babi_text(23, seed=2) + milk + " Daniel went back", encoding="utf-8")
     (d / "sub").mkdir()
-    (d / "sub" / "c.txt").write_text(babi_text(7, seed=3), encoding="utf-8")
+    (d / "sub" / "c.txt").write_text(babi_text(7, seed=3) + milk, encoding="utf-8")
     return d
 
 
@@ -48,6 +52,17 @@ def run(capsys: pytest.CaptureFixture, tiny_model: Path, monkeypatch: pytest.Mon
         return code, out.splitlines(), err
 
     return _run
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call must fail before any model is loaded (before reading)."""
+    from longqa import engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded: the check came after it")
+
+    monkeypatch.setattr(engine.Engine, "__init__", refuse)
 
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -145,13 +160,14 @@ def test_questions_of_untrained_forms_get_one_warning_line(run, corpus: Path, mo
     rc, out, err = run("ask", "a.txt", *QS, "-q")
     assert rc == 0 and err == ""  # the bAbI forms: no warning
     rc, out, err = run("ask", "a.txt", "Who is Mary?", QS[0], "-q")
-    assert rc == 0 and len(out) == 2  # answered all the same, a guess
-    assert err.splitlines() == ["longqa: warning: 'Who is Mary?' is not one of the question forms "
-                                "the model was trained on (README: What it does), so its answer is a guess"]
+    assert rc == 0 and len(out) == 2 and out[0] == "?"  # no guess: the documented answer line
+    assert err.splitlines() == [
+        "longqa: warning: 'Who is Mary?' is not a question the model can answer (not a question form the model was "
+        f"trained on), so its answer line is '?'; it answers: {FORMS_HELP}"]
     # A second SOURCE given by mistake is taken as a question; the warning says so.
-    rc, out, err = run("ask", "a.txt", "b.txt", *[f"Where is Mary {i}?" for i in range(50)], "-q")
-    assert rc == 0 and len(out) == 51 and len(err.splitlines()) == 1
-    assert err.startswith("longqa: warning: 51 questions are not question forms") and "'b.txt' names a file" in err
+    rc, out, err = run("ask", "a.txt", "b.txt", *[f"Where is Mary {i}?" for i in range(50)], QS[0], "-q")
+    assert rc == 0 and len(out) == 52 and out[:51] == ["?"] * 51 and len(err.splitlines()) == 1
+    assert err.startswith("longqa: warning: 51 questions are not ones the model can answer") and "'b.txt' names a file" in err
 
 
 def test_stdout_holds_only_answers(run, corpus: Path) -> None:
@@ -166,13 +182,13 @@ def test_stdout_holds_only_answers(run, corpus: Path) -> None:
 def test_multiline_answer_stays_on_one_line(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from longqa.engine import Engine
 
-    monkeypatch.setattr(Engine, "answer", lambda self, mems, qs: [["the\nkitchen\r\nnow"] * len(qs) for _ in mems])
+    monkeypatch.setattr(Engine, "answer_pairs", lambda self, pairs: ["the\nkitchen\r\nnow"] * len(pairs))
     rc, out, _ = run("ask", corpus / "a.txt", *QS, "-q")
     assert rc == 0 and out == ["the kitchen now"] * len(QS)
-    monkeypatch.setattr(Engine, "answer", lambda self, mems, qs: [["in\tthe garden"] * len(qs) for _ in mems])
+    monkeypatch.setattr(Engine, "answer_pairs", lambda self, pairs: ["in\tthe garden"] * len(pairs))
     rc, out, _ = run("ask", corpus, QS[0], "-q", "--each")
     assert rc == 0 and [line.split("\t")[1] for line in out] == ["in the garden"] * 3
-    monkeypatch.setattr(Engine, "answer", lambda self, mems, qs: [["the\nkitchen\r\nnow"] * len(qs) for _ in mems])
+    monkeypatch.setattr(Engine, "answer_pairs", lambda self, pairs: ["the\nkitchen\r\nnow"] * len(pairs))
     rc, out, _ = run("ask", corpus / "a.txt", *QS, "-q", "--json")
     assert rc == 0 and [json.loads(line)["answer"] for line in out] == ["the\nkitchen\r\nnow"] * len(QS)
 
@@ -259,8 +275,10 @@ def test_interrupt_exits_130(run, corpus: Path, monkeypatch: pytest.MonkeyPatch)
     assert rc == 130 and out == [] and err.strip() == "longqa: interrupted"
 
 
-def test_unwritable_save_is_a_runtime_failure(run, corpus: Path, tmp_path: Path) -> None:
-    assert_error(run("memorize", corpus / "a.txt", "--save", tmp_path / "no" / "dir" / "s", "-q"), 1, "cannot", "no/dir/s")
+def test_save_into_a_missing_folder_is_refused_before_reading(run, corpus: Path, tmp_path: Path, no_engine) -> None:
+    assert_error(run("memorize", corpus / "a.txt", "--save", tmp_path / "no" / "dir" / "s", "-q"), 2, "no such directory", "no/dir")
+    assert_error(run("ask", corpus / "a.txt", QS[0], "--save", tmp_path), 2, "is a directory")
+    assert os.listdir(tmp_path) == []
 
 
 def test_state_file_as_memorize_source_is_refused(run, corpus: Path, tmp_path: Path) -> None:
@@ -399,15 +417,49 @@ def test_process_missing_file_exit_code_and_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("longqa: error:") and "Traceback" not in p.stderr.decode()
 
 
-@pytest.mark.parametrize("args", [["ask", "nope.txt", "Where is Mary?"], ["ask", "README.md", " "],
-                                  ["memorize", "nope.txt", "--save", "s"], ["memorize", "-", "-", "--save", "s"]])
-def test_bad_input_is_refused_before_torch_is_imported(args: list[str]) -> None:
-    """Checks that need no model come first: torch's import alone costs seconds."""
+REFUSED_EARLY = {
+    "missing_file": (["ask", "nope.txt", "Where is Mary?"], {}),
+    "empty_question": (["ask", "README.md", " "], {}),
+    "missing_memorize": (["memorize", "nope.txt", "--save", "{tmp}/s"], {}),
+    "stdin_twice": (["memorize", "-", "-", "--save", "{tmp}/s"], {}),
+    "device_tpu": (["ask", "README.md", "Where is Mary?", "--device", "tpu"], {}),
+    "each_on_a_file": (["ask", "README.md", "Where is Mary?", "--each"], {}),
+    "save_missing_dir": (["ask", "README.md", "Where is Mary?", "--save", "/nonexistent/dir/m.pt"], {}),
+    "save_is_dir": (["ask", "README.md", "Where is Mary?", "--save", "{tmp}"], {}),
+    "save_name_too_long": (["ask", "README.md", "Where is Mary?", "--save", "{tmp}/" + "m" * 300], {}),
+    "binary_source": (["ask", "{tmp}/bin", "Where is Mary?"], {}),
+    "no_answerable_question": (["ask", "README.md", "What is the meaning of life?"], {}),
+    "model_n_heads_0": (["ask", "README.md", "Where is Mary?", "-m", "{tmp}/model"], {}),
+    "model_missing": (["ask", "README.md", "Where is Mary?", "-m", "{tmp}/nope"], {}),
+    "world_size_abc": (["ask", "README.md", "Where is Mary?"], {"WORLD_SIZE": "abc"}),
+    "hidden_only_dir": (["ask", "{tmp}/hidden", "Where is Mary?"], {}),
+    "memory_not_a_state": (["ask", "README.md", "Where is Mary?", "--memory", "README.md"], {}),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_EARLY))
+def test_bad_input_is_refused_before_torch_is_imported(case: str, tiny_model: Path, tmp_path: Path) -> None:
+    """Checks that need no model come first: torch's import alone costs seconds (issue #32: under a second)."""
+    shutil.copytree(tiny_model, tmp_path / "model")
+    cfg = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**cfg, "n_heads": 0}))
+    (tmp_path / "bin").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 4)
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / ".notes.txt").write_text("Mary went to the kitchen.")
+    args, env = REFUSED_EARLY[case]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     code = "import sys; from longqa.cli import main; code = main(sys.argv[1:]); print('torch' in sys.modules); sys.exit(code)"
     root = Path(__file__).resolve().parent.parent
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=root, timeout=60)
+    start = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=root, timeout=60,
+                       env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
     assert p.returncode == 2, p.stderr.decode()
     assert p.stdout.decode().strip() == "False"
+    lines = p.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("longqa: error: "), lines
+    assert seconds < 3, f"{seconds:.2f} s to refuse"  # ~0.3 s on the 2-core dev machine; generous for a loaded CI
+    assert sorted(os.listdir(tmp_path)) == ["bin", "hidden", "model"]  # nothing written
 
 
 def test_process_help_and_version() -> None:
@@ -497,10 +549,217 @@ def test_eval_prefix_reads_extra_noise_before_the_same_documents(tiny_model: Pat
         assert 2000 <= aged["mean_tokens"] - plain["mean_tokens"] < 2000 + 200  # a run ends on a sentence boundary
 
 
-def test_question_longer_than_a_segment_is_a_clear_input_error(tmp_path: Path) -> None:
+def test_a_huge_question_is_quoted_short(run, tmp_path: Path, no_engine) -> None:
+    """A 1 MB question is not echoed whole: the one error line quotes a short prefix."""
     doc = tmp_path / "doc.txt"
     doc.write_text("Mary went to the kitchen.\n")
-    p = longqa("ask", doc, "Where is " + "Mary and " * 400 + "John?")
-    assert p.returncode == 2 and p.stdout == b""
-    lines = p.stderr.decode().splitlines()
-    assert lines[-1].startswith("longqa: error: question too long:") and "Traceback" not in p.stderr.decode()
+    (tmp_path / "q.txt").write_text("Where is " + "Mary and " * 120_000 + "John?\n")
+    rc, out, err = run("ask", doc, "--questions", tmp_path / "q.txt")
+    assert rc == 2 and out == []
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("longqa: error: no question the model can answer: 'Where is Mary and")
+    assert len(lines[0]) < 1500 and "(1,080,014 characters)" in lines[0]
+
+
+# ---- issue #32: questions as people type them, inputs as people give them ---------------------------
+
+
+def test_questions_as_typed_get_the_trained_forms_answer(run, corpus: Path) -> None:
+    a = corpus / "a.txt"
+    _, expected, _ = run("ask", a, "Where is Mary?", "Where is the milk?", "-q")
+    rc, out, err = run("ask", a, "where is mary?", "Where is mary", "  WHERE is Mary ? ", "where's the Milk", "-q")
+    assert rc == 0 and err == "" and out == [expected[0]] * 3 + [expected[1]]
+
+
+def test_an_unsupported_question_is_marked_in_json(run, corpus: Path) -> None:
+    rc, out, err = run("ask", corpus / "a.txt", "What is the meaning of life?", "where is mary", "Where is Bob?", "--json", "-q")
+    assert rc == 0 and len(err.splitlines()) == 1 and err.startswith("longqa: warning: 2 questions are not ones")
+    objs = [json.loads(line) for line in out]
+    assert [(o["question"], o["answer"], o["supported"]) for o in objs] == [
+        ("What is the meaning of life?", "?", False), ("where is mary", objs[1]["answer"], True), ("Where is Bob?", "?", False)]
+    assert "not a question form" in objs[0]["reason"] and "'Bob'" in objs[2]["reason"] and "reason" not in objs[1]
+
+
+def test_no_answerable_question_is_exit_2_before_anything_is_read(run, corpus: Path, tmp_path: Path, no_engine) -> None:
+    result = run("ask", corpus / "a.txt", "What is the meaning of life?", "Where is Bob?", "--save", tmp_path / "s")
+    assert_error(result, 2, "no question the model can answer: 2 questions", "it answers: Where is Mary?")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_name_the_text_never_mentions_gets_no_confident_label(run, corpus: Path, tmp_path: Path) -> None:
+    rc, out, err = run("ask", corpus / "a.txt", "Who gave the football to Fred?", QS[0], "--json", "-q")
+    assert rc == 0 and err.splitlines() == [
+        "longqa: warning: 'Who gave the football to Fred?': the text never mentions football or Fred, so its answer line is '?'"]
+    assert [json.loads(line)["answer"] for line in out][0] == "?"
+    assert json.loads(out[0])["supported"] is True and "never mentions" in json.loads(out[0])["reason"]
+    # The same from a saved memory: what the text mentions is saved with it.
+    assert run("memorize", corpus / "a.txt", "--save", tmp_path / "s", "-q")[0] == 0
+    keep = lambda lines: [{k: o[k] for k in ("answer", "supported", "reason") if k in o} for o in map(json.loads, lines)]  # noqa: E731
+    assert keep(run("ask", tmp_path / "s", "Who gave the football to Fred?", QS[0], "--json", "-q")[1]) == keep(out)
+
+
+def test_stats_line_names_tokens_seconds_rate_and_device(run, corpus: Path) -> None:
+    rc, _, err = run("ask", corpus / "a.txt", QS[0])
+    assert rc == 0 and re.fullmatch(r"longqa: read: [\d,]+ tokens in [\d.]+ s \([\d,]+ tokens/s, cpu\)\n", err), err
+
+
+def test_each_json_has_seconds(run, corpus: Path) -> None:
+    rc, out, _ = run("ask", corpus, QS[0], "--each", "--json", "-q")
+    assert rc == 0 and all(isinstance(json.loads(line)["seconds"], float) for line in out)
+
+
+def test_short_options_and_readable_help(run) -> None:
+    assert run("-V")[1] == [f"longqa {__version__}"]
+    for args in (["-h"], ["ask", "-h"], ["memorize", "-h"], ["eval", "-h"]):
+        rc, out, _ = run(*args)
+        text = "\n".join(out)
+        assert rc == 0 and "Usage: longqa" in text and "<" not in text and "list[" not in text and "{SOURCE}" not in text
+    rc, out, _ = run("ask", "-h")
+    text = " ".join(" ".join(out).split())
+    assert "--questions FILE" in text and "--save STATE" in text and "-g, --glob GLOB" in text and "--hidden" in text
+    assert "Answer line '?'" in text and "Exit 2 if no question can be answered" in text
+
+
+def test_a_binary_source_is_refused_before_reading(run, tmp_path: Path, no_engine) -> None:
+    (tmp_path / "ls-copy").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 40)
+    assert_error(run("ask", tmp_path / "ls-copy", QS[0]), 2, "is an ELF executable, not text; refused")
+    assert_error(run("memorize", tmp_path / "ls-copy", "--save", tmp_path / "s"), 2, "ELF executable")
+    assert not (tmp_path / "s").exists()
+
+
+def test_directories_skip_hidden_files_unless_asked_and_filter_with_globs(run, tmp_path: Path) -> None:
+    d = tmp_path / "repo"
+    for rel, text in [("a.txt", "Mary went to the kitchen."), (".hidden.txt", "John went to the garden."),
+                      (".git/COMMIT_EDITMSG", "Fix things."), ("notes.md", "Sandra went to the office.")]:
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text)
+
+    def sources(*args: str | Path) -> list[str]:
+        assert run("memorize", d, "--save", tmp_path / "s", "-q", *args)[0] == 0
+        return [os.path.relpath(s, d) for s in json.loads(metadata(tmp_path / "s")["sources"])]
+
+    assert sources() == ["a.txt", "notes.md"]
+    assert sources("--hidden") == [".git/COMMIT_EDITMSG", ".hidden.txt", "a.txt", "notes.md"]
+    assert sources("-g", "*.txt") == ["a.txt"]
+    assert sources("--hidden", "--glob", "!.git") == [".hidden.txt", "a.txt", "notes.md"]
+
+
+def test_replaced_bytes_get_one_warning_with_their_count(run, tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"Mary went to the \xffkitchen. \xe6\x97 John \xc3 went.")
+    rc, out, err = run("ask", tmp_path / "bad.txt", QS[0], "-q")
+    assert rc == 0 and err.splitlines() == ["longqa: warning: 4 bytes that are not valid UTF-8 replaced by U+FFFD (in "
+                                            f"'{tmp_path / 'bad.txt'}')"]
+    (tmp_path / "worse.txt").write_bytes(b"Mary went \xff\xff to the office.")
+    rc, out, err = run("ask", tmp_path, QS[0], "--each", "-q")  # one warning for all the files
+    assert rc == 0 and err.splitlines() == ["longqa: warning: 6 bytes that are not valid UTF-8 replaced by U+FFFD (in 2 files, "
+                                            f"the first '{tmp_path / 'bad.txt'}')"]
+
+
+def test_reporter_estimates_the_total_from_tokens_per_byte() -> None:
+    rep = cli.Reporter(total_bytes=1000, quiet=True, device="cpu", ahead=lambda: 300)
+    assert rep.estimate() is None  # nothing read yet
+    rep.on_bytes(250)
+    rep.on_tokens(100)
+    assert rep.estimate() == 1200  # 300 tokens ahead per 250 bytes, for 1000 bytes
+    rep.on_bytes(750)
+    assert rep.estimate() == 300  # every byte read: the tokens ahead are the total
+    assert cli.Reporter(None, True, "cpu").estimate() is None  # stdin: no size, no ETA
+
+
+# ---- issue #33: state on stdin, output under failure, environment --------------------------------
+
+
+class FakeStdin:
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+
+def test_a_state_on_stdin_is_recognised(run, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("memorize", corpus / "a.txt", "--save", tmp_path / "s", "-q")[0] == 0
+    _, expected, _ = run("ask", tmp_path / "s", *QS, "-q")
+    monkeypatch.setattr(sys, "stdin", FakeStdin((tmp_path / "s").read_bytes()))
+    rc, out, err = run("ask", "-", *QS, "-q")
+    assert rc == 0 and out == expected, err
+    monkeypatch.setattr(sys, "stdin", FakeStdin((tmp_path / "s").read_bytes()))
+    assert_error(run("memorize", "-", "--save", tmp_path / "t"), 2, "standard input holds a saved memory, not text")
+    monkeypatch.setattr(sys, "stdin", FakeStdin((tmp_path / "s").read_bytes()[:-100]))
+    assert_error(run("ask", "-", QS[0]), 2, "standard input is damaged")
+
+
+def test_binary_on_stdin_is_refused_at_once(run, monkeypatch: pytest.MonkeyPatch, no_engine) -> None:
+    monkeypatch.setattr(sys, "stdin", FakeStdin(b"\x80\x04\x95" + bytes(300)))
+    assert_error(run("ask", "-", QS[0]), 2, "standard input is a Python pickle, not text")
+
+
+class BrokenStdout(io.StringIO):
+    def write(self, s: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_answers_that_cannot_be_written_are_an_error(corpus: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(sys, "stdout", BrokenStdout())
+    code = cli.main(["ask", str(corpus / "a.txt"), QS[0], "-q", "-m", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert code == 1 and err == "longqa: error: cannot write the answers to standard output: No space left on device\n"
+    monkeypatch.setattr(sys, "stdout", None)  # started with stdout closed (`>&-`)
+    code = cli.main(["ask", str(corpus / "a.txt"), QS[0], "-q", "-m", str(tiny_model)])
+    assert code == 1 and "standard output is closed" in capsys.readouterr().err
+
+
+def test_names_that_are_not_utf8_keep_output_valid(run, tmp_path: Path) -> None:
+    d = tmp_path / "names"
+    d.mkdir()
+    for raw in (b"bad\xff.txt", b"tab\there.txt", b"ok.txt"):
+        with open(os.path.join(os.fsencode(d), raw), "w") as f:
+            f.write("Mary went to the kitchen.")
+    rc, out, _ = run("ask", d, QS[0], "--each", "--json", "-q")
+    assert rc == 0
+    sources = [json.loads(line.encode("utf-8").decode("utf-8"))["source"] for line in out]
+    assert [os.path.basename(s) for s in sources] == ["bad\\xff.txt", "ok.txt", "tab\\there.txt"]
+    rc, out, _ = run("ask", d, QS[0], "--each", "-q")
+    assert [line.count("\t") for line in out] == [1, 1, 1]  # one tab per line: name, answer
+
+
+@pytest.mark.parametrize(
+    "env, words",
+    [({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"), ({"LONGQA_TOKENIZER_WORKERS": "many"}, "LONGQA_TOKENIZER_WORKERS='many'"),
+     ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK='5'")],
+)
+def test_bad_environment_is_exit_2(run, corpus: Path, monkeypatch: pytest.MonkeyPatch, env: dict, words: str, no_engine) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert_error(run("ask", corpus / "a.txt", QS[0], "--each" if "RANK" in env else "-q"), 2, words)
+
+
+def test_an_internal_error_is_one_line_with_the_debug_hint(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from longqa.engine import Engine
+
+    def boom(self, pairs):
+        raise ValueError()
+
+    monkeypatch.setattr(Engine, "answer_pairs", boom)
+    assert_error(run("ask", corpus / "a.txt", QS[0], "-q"), 1,
+                 "internal error while answering: ValueError: no message (set LONGQA_DEBUG=1 for a traceback)")
+
+
+def test_a_signal_a_library_swallowed_still_ends_the_run(run, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C inside numpy's import under torch's surfaced as 'ImportError: cannot load module more than once'
+    or was lost, and the run went on to print answers: the signal received decides the outcome."""
+    import signal
+
+    from longqa import launch
+    from longqa.engine import Engine
+
+    real_read = Engine.read
+
+    def read_and_swallow(self, *args, **kwargs):
+        try:
+            launch._stop(signal.SIGINT, None)  # what the handler does when Ctrl-C comes
+        except BaseException:
+            pass  # a library that catches everything
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "read", read_and_swallow)
+    assert run("ask", corpus / "a.txt", QS[0]) == (130, [], "longqa: interrupted\n")
+    monkeypatch.setattr(Engine, "read", real_read)
+    assert run("ask", corpus / "a.txt", QS[0], "-q")[0] == 0  # the next run starts afresh

@@ -148,7 +148,7 @@ def test_directory_sorted_recursive_binary_skipped(tmp_path: Path) -> None:
     docs = documents(str(root), warnings.append)
     rel = [os.path.relpath(d.name, root) for d in docs]
     assert rel == ["a.txt", "b/1.txt", "b/packed.gz", "b/sub/z.txt", "b/z.txt", "c.txt", "d/e/f.md"]
-    assert len(warnings) == 1 and "image.png" in warnings[0] and "binary" in warnings[0]
+    assert len(warnings) == 1 and "image.png" in warnings[0] and "a PNG image, not text" in warnings[0]
     assert all(d.size == os.path.getsize(d.name) for d in docs)
 
 
@@ -207,3 +207,139 @@ def test_segmenter_takes_arrays_and_lists_alike() -> None:
     assert from_lists == from_arrays == [[7, 1, 2, 3], [4, 5, 6, 8]]
     assert lists.pending == arrays.pending == [9, 10, 11]
     assert all(s.dtype == np.int64 for s in arrays.push(np.arange(4, dtype=np.int32)))
+
+
+# ---- what is text (issue #32, #33) ----------------------------------------------------------------
+
+ELF = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 8
+
+
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (ELF, "ELF executable"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "PNG image"),
+        (b"\x80\x04\x95" + b"\x00" * 30, "pickle"),
+        (b"PK\x03\x04" + b"\x00" * 30, "zip"),
+        (bytes(range(256)) * 4, "binary data"),
+        ("Mary went to the kitchen. ".encode("utf-16-le") * 20, "UTF-16 text without a byte-order mark"),
+        (b"\x28\xb5\x2f\xfd" + b"\x00" * 20, "zstd"),
+    ],
+    ids=["elf", "png", "pickle", "zip", "random", "utf16-no-bom", "zstd"],
+)
+def test_a_file_that_is_not_text_is_refused_when_given_by_name(tmp_path: Path, data: bytes, kind: str) -> None:
+    (tmp_path / "f").write_bytes(data)
+    with pytest.raises(InputError, match=f"is .*{kind}.*not text; refused"):
+        documents(str(tmp_path / "f"), pytest.fail)
+    (tmp_path / "f.gz").write_bytes(gzip.compress(data))  # the same inside a compressed file
+    with pytest.raises(InputError, match="not text; refused"):
+        documents(str(tmp_path / "f.gz"), pytest.fail)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [TEXT.encode(), TEXT.encode().replace(b" ", b" \x00", 20), "Le café est très bon. ".encode("latin-1") * 50, "Привет, мир. ".encode("cp1251") * 50, b"\x1b[31mred\x1b[0m log line\n" * 50,
+     codecs.BOM_UTF16_LE + TEXT.encode("utf-16-le"), b""],
+    ids=["utf8", "a-few-nuls", "latin1", "cp1251", "ansi-colours", "utf16-bom", "empty"],
+)
+def test_text_with_a_few_odd_bytes_is_still_text(tmp_path: Path, data: bytes) -> None:
+    (tmp_path / "t.txt").write_bytes(data)
+    assert reader.binary_kind(data[: reader.SNIFF_BYTES]) is None
+    assert documents(str(tmp_path / "t.txt"), pytest.fail) == [Document(str(tmp_path / "t.txt"), len(data))]
+
+
+def test_a_compressed_binary_in_a_directory_is_skipped(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Mary went to the kitchen.")
+    (tmp_path / "b.bin.gz").write_bytes(gzip.compress(ELF))
+    (tmp_path / "c.txt.xz").write_bytes(lzma.compress(b"John went to the garden."))
+    warnings: list[str] = []
+    docs = documents(str(tmp_path), warnings.append)
+    assert [Path(d.name).name for d in docs] == ["a.txt", "c.txt.xz"]
+    assert len(warnings) == 1 and "b.bin.gz" in warnings[0] and "ELF executable, not text" in warnings[0]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel in ["a.txt", "b.md", ".hidden.txt", ".git/COMMIT_EDITMSG", ".venv/lib/x.txt", "docs/c.txt", "docs/.secret.txt",
+                "docs/skip/d.txt", "logs/e.log"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"{rel}. ")
+    return tmp_path
+
+
+def _rel(docs: list[Document], root: Path) -> list[str]:
+    return [os.path.relpath(d.name, root) for d in docs]
+
+
+def test_hidden_files_and_folders_are_skipped_unless_asked_for(tree: Path) -> None:
+    assert _rel(documents(str(tree), pytest.fail), tree) == ["a.txt", "b.md", "docs/c.txt", "docs/skip/d.txt", "logs/e.log"]
+    assert _rel(documents(str(tree), pytest.fail, hidden=True), tree) == [
+        ".git/COMMIT_EDITMSG", ".hidden.txt", ".venv/lib/x.txt", "a.txt", "b.md", "docs/.secret.txt", "docs/c.txt",
+        "docs/skip/d.txt", "logs/e.log"]
+    # A hidden directory named as SOURCE is read: only what is below it is judged.
+    assert _rel(documents(str(tree / ".git"), pytest.fail), tree) == [".git/COMMIT_EDITMSG"]
+
+
+@pytest.mark.parametrize(
+    "globs, expected",
+    [
+        (["*.txt"], ["a.txt", "docs/c.txt", "docs/skip/d.txt"]),
+        (["*.txt", "*.log"], ["a.txt", "docs/c.txt", "docs/skip/d.txt", "logs/e.log"]),
+        (["!*.txt"], ["b.md", "logs/e.log"]),
+        (["!skip"], ["a.txt", "b.md", "docs/c.txt", "logs/e.log"]),
+        (["docs/*"], ["docs/c.txt", "docs/skip/d.txt"]),
+        (["*.txt", "!docs/skip/"], ["a.txt", "docs/c.txt"]),
+    ],
+)
+def test_globs_filter_as_ripgrep_does(tree: Path, globs: list[str], expected: list[str]) -> None:
+    assert _rel(documents(str(tree), pytest.fail, globs=globs), tree) == expected
+
+
+def test_a_directory_of_only_hidden_or_filtered_files_says_why(tmp_path: Path) -> None:
+    (tmp_path / ".notes.txt").write_text("Mary went to the kitchen.")
+    (tmp_path / "a.log").write_text("Mary went to the kitchen.")
+    with pytest.raises(InputError, match=r"no text files in directory: .*\(1 hidden skipped: --hidden reads them; 1 left out by -g\)"):
+        documents(str(tmp_path), pytest.fail, globs=["*.txt"])
+
+
+def test_nesting_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+    limit = sys.getrecursionlimit()
+    depth = 400  # deeper than the limit set below: what a recursive walk (os.walk on 3.11) cannot do
+    deep = str(tmp_path)
+    for _ in range(depth):  # Path.mkdir(parents=True) itself recurses too deep for this
+        deep += "/d"
+        os.mkdir(deep)
+    deep = Path(deep)
+    (deep / "x.txt").write_text("Mary went to the kitchen.")
+    (tmp_path / "a.txt").write_text("John went to the garden.")
+    try:
+        sys.setrecursionlimit(250)
+        try:
+            docs = documents(str(tmp_path), pytest.fail)
+        finally:
+            sys.setrecursionlimit(limit)
+        assert [Path(d.name).name for d in docs] == ["a.txt", "x.txt"]
+    finally:  # pytest's own cleanup (shutil.rmtree) recurses too deep for this tree
+        (deep / "x.txt").unlink()
+        path = str(deep)
+        while path != str(tmp_path):
+            os.rmdir(path)
+            path = os.path.dirname(path)
+
+
+def test_replaced_bytes_and_mentions_are_counted_while_reading(tmp_path: Path, small_chunks: None) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"Mary went to the \xffkitchen. \xe6\x97 ok. FRED \xc3\xa9")
+    (doc,) = documents(str(tmp_path / "bad.txt"), pytest.fail)
+    assert "".join(doc.chunks()) == "Mary went to the \ufffdkitchen. \ufffd ok. FRED é"
+    assert doc.stats.replaced == 3
+    assert doc.stats.mentions.found == {"Mary", "kitchen", "Fred"}
+
+
+def test_stdin_head_is_given_back_to_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", FakeStdin(TEXT.encode()))
+    assert reader.stdin_head(10) == TEXT.encode()[:10]
+    assert reader.stdin_head() == TEXT.encode()[: reader.SNIFF_BYTES]  # more, still kept
+    assert read_all("-") == TEXT
+    monkeypatch.setattr(sys, "stdin", FakeStdin(gzip.compress(TEXT.encode())))
+    assert reader.binary_kind(reader.decompressed_head(reader.stdin_head())) is None
+    assert read_all("-") == TEXT
