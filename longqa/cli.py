@@ -354,12 +354,6 @@ def make_engine(model: str | Path | None, device: str, compile: bool = False):
     return engine
 
 
-def fresh_memory(engine) -> Memory:
-    memory = engine.new_memory()
-    memory.mentions = set()  # a text read from the start: every name it mentions will be seen
-    return memory
-
-
 class Reporter:
     """Progress on stderr when it is a terminal, driven by the tokens the model has read, with an ETA from
     an estimate of the total (tokens per byte so far times the input's bytes); then one stats line."""
@@ -425,13 +419,8 @@ def total_size(docs: list[Document]) -> int | None:
 
 
 def read_into(engine, memories: list[Memory], docs: list[list[Document]], rep: Reporter) -> None:
-    """engine.read, then what reading found: the names each text mentions."""
     doing("reading")
     engine.read(memories, docs, rep.on_bytes, rep.on_tokens)
-    for memory, ds in zip(memories, docs):
-        if memory.mentions is not None:
-            for d in ds:
-                memory.mentions |= d.stats.mentions.found
 
 
 def warn_replaced(counts: list[tuple[str, int]]) -> None:
@@ -511,7 +500,7 @@ def ask(
     if plan.state_source:
         mem = load_memory(engine, layout, plan.state_source)
     else:
-        mem = load_memory(engine, layout, memory) if memory else fresh_memory(engine)
+        mem = load_memory(engine, layout, memory) if memory else engine.new_memory()
         read_sources(engine, mem, plan.docs, quiet)
     if save:
         doing("saving the memory")
@@ -540,7 +529,7 @@ def ask_each(plan: preflight.Plan, qs: list[Question], as_json: bool, quiet: boo
     replaced_in: list[tuple[str, int]] = []  # documents with bytes that were not UTF-8: one warning at the end
     for first in range(0, len(docs), batch * world):
         group = docs[first : first + batch * world][rank::world]
-        mems = [fresh_memory(engine) for _ in group]
+        mems = [engine.new_memory() for _ in group]
         rep.ahead = lambda mems=mems, base=rep.tokens: base + sum(m.tokens for m in mems)
         if group:
             read_into(engine, mems, [[d] for d in group], rep)
@@ -590,7 +579,7 @@ def memorize(
 
     engine = make_engine(plan.model_dir, device, compile)
     layout = Layout.of(engine)
-    mem = load_memory(engine, layout, memory) if memory else fresh_memory(engine)
+    mem = load_memory(engine, layout, memory) if memory else engine.new_memory()
     read_sources(engine, mem, plan.docs, quiet)
     doing("saving the memory")
     memory_file.save(save, mem, engine.fingerprint)

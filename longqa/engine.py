@@ -104,7 +104,8 @@ class Engine:
 
     # ---- reading -----------------------------------------------------------------------------
     def new_memory(self) -> Memory:
-        return Memory(self.model.new_memory(1, self.device))
+        """An empty memory: a text read from its start, so every name it mentions will be seen (Memory.mentions)."""
+        return Memory(self.model.new_memory(1, self.device), mentions=set())
 
     def _segments(self, memory: Memory, ids: Iterable[list[int]]) -> Iterator[np.ndarray]:
         seg = Segmenter(self.config.segment_len, memory.pending)
@@ -117,6 +118,8 @@ class Engine:
         for doc in docs:
             yield from token_stream(self.tokenizer, doc, progress)
             memory.sources.append(doc.name)
+            if memory.mentions is not None:
+                memory.mentions |= doc.stats.mentions.found
 
     def read(
         self,

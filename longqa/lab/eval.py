@@ -19,6 +19,7 @@ from longqa.distributed import gather_interleaved
 from longqa.engine import Engine
 from longqa.lab.generate import babi
 from longqa.lab.generate.haystack import Haystack, NoiseBank, build
+from longqa.questions import normalize_question
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -98,7 +99,7 @@ def evaluate_cell(
         if mine:
             memories = [engine.new_memory() for _ in mine]
             engine.read_ids(memories, [[pre[i], hays[i].context_ids] for i in mine])
-            said = engine.answer_pairs([(m, samples[i].question) for m, i in zip(memories, mine)])
+            said = engine.answer_pairs([(m, normalize_question(samples[i].question)) for m, i in zip(memories, mine)])
         answers += gather_interleaved(said)
         for s, h, p in zip(samples, hays, pre):  # the baselines need no model: every rank scores every document
             mentioned = mentioned_labels(task, s.facts, s.question)
