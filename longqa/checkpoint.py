@@ -91,32 +91,37 @@ def validate_config(cfg: dict, where: str = "config.json") -> None:
     d, heads = cfg.get("d_model"), cfg.get("n_heads")
     if _int(d) and _int(heads) and d % heads:
         raise InputError(f"{where}: d_model {d} is not a multiple of n_heads {heads}")
-    clip = cfg.get("write_clip")
-    if clip is not None:
-        if not (isinstance(clip, list) and all(type(c) in (int, float) and math.isfinite(c) and c > 0 for c in clip)):
-            raise InputError(f"{where}: write_clip must be null or a list of positive numbers, one per layer")
-        if "n_layers" in cfg and len(clip) != cfg["n_layers"]:
-            raise InputError(f"{where}: write_clip has {len(clip)} values for {cfg['n_layers']} layers")
     for key, value in cfg.items():
-        if isinstance(value, bool) or value is None or key == "write_clip":
+        if isinstance(value, bool) or value is None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"{where}: {key} is {value}")
 
 
+# ARMTConfig's defaults, which a key missing from config.json takes (kept equal by tests/test_model_dir.py:
+# longqa.model imports torch, which these checks must not).
+SHAPE_DEFAULTS = {"vocab_size": 4096, "d_model": 256, "n_layers": 5, "d_ff": 768, "segment_len": 512, "n_mem": 16, "d_mem": 128, "conv_width": 8}
+
+
+def _shape(cfg: dict) -> dict[str, int]:
+    return {k: cfg[k] if _int(cfg.get(k)) else default for k, default in SHAPE_DEFAULTS.items()}
+
+
 def parameter_estimate(cfg: dict) -> int:
-    """About (a little over) the parameters a config describes: embeddings, the causal conv taken as full,
-    and per layer attention, the gated feed-forward and the memory's projections (read and token writes)."""
-    g = lambda k, default: cfg.get(k, default) if _int(cfg.get(k, default)) else default  # noqa: E731
-    V, d, L = g("vocab_size", 8192), g("d_model", 256), g("n_layers", 4)
-    S, n_mem, d_ff, d_mem, w = g("segment_len", 128), g("n_mem", 16), g("d_ff", 1024), g("d_mem", 32), g("conv_width", 6)
-    per_layer = 4 * d * d + 3 * d * d_ff + 2 * d * d_mem + 2 * d * d + 4 * d
-    return V * d + (S + 2 * n_mem) * d + w * d * d + L * per_layer
+    """The parameters a config describes, as ARMTModel builds them: the embedding (tied head), the causal conv,
+    positions, memory tokens and the final norm, and per layer attention, the gated feed-forward, two norms
+    and the memory head (W_Q, W_K, W_V, beta, read norm)."""
+    c = _shape(cfg)
+    d, d_mem, d_ff = c["d_model"], c["d_mem"], c["d_ff"]
+    per_layer = 4 * d * d + 3 * d * d_ff + 2 * d * d_mem + d * d + 4 * d + 1
+    outer = c["vocab_size"] * d + c["conv_width"] * d * d + d + (c["segment_len"] + 2 * c["n_mem"]) * d + d
+    return outer + c["n_layers"] * per_layer
 
 
 def state_floats(cfg: dict) -> int:
     """Floats of one document's memory (A and z): n_layers x 6 d_mem x (d_model + 1)."""
-    return cfg.get("n_layers", 4) * 6 * cfg.get("d_mem", 32) * (cfg.get("d_model", 256) + 1)
+    c = _shape(cfg)
+    return c["n_layers"] * 6 * c["d_mem"] * (c["d_model"] + 1)
 
 
 def available_memory() -> int | None:

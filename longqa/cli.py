@@ -42,7 +42,7 @@ from longqa.errors import (
     show,
     valid_text,
 )
-from longqa.launch import install_signal_handlers
+from longqa.launch import install_signal_handlers, signals_held
 from longqa.questions import FORMS_HELP, NO_ANSWER, Question, parse_question
 
 if TYPE_CHECKING:
@@ -185,8 +185,6 @@ class Output:
             except (AttributeError, ValueError, io.UnsupportedOperation):
                 fd = None
             if fd is None:  # not a file (tests capture stdout with a stream): one write, signals held
-                from longqa.memory_file import signals_held
-
                 with signals_held():
                     self.stream.write(text + "\n")
                     self.stream.flush()
@@ -194,8 +192,6 @@ class Output:
             view = memoryview(data)
             view = view[os.write(fd, view) :]  # a signal before anything is written: no line at all
             if view:
-                from longqa.memory_file import signals_held
-
                 with signals_held():
                     while view:
                         view = view[os.write(fd, view) :]
@@ -325,15 +321,24 @@ def emit(out: Output, q: Question, result: Result, as_json: bool, extra: dict, w
 # ---- the model and reading ----------------------------------------------------------------------
 
 
+def _address_space_limit() -> str:
+    """', the address-space limit (ulimit -v) is N GB' when one is set: the likeliest cause of a failed
+    allocation or import on a machine with memory to spare."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return "" if soft == resource.RLIM_INFINITY else f"; the address-space limit (ulimit -v) is {soft / 1e9:.1f} GB"
+
+
 def _import_torch() -> None:
     try:
         import torch  # noqa: F401
     except ImportError as e:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        limit = "" if soft == resource.RLIM_INFINITY else f"; the address-space limit (ulimit -v) is {soft / 1e9:.1f} GB, which may be too small"
-        raise RuntimeFailure(f"cannot load torch ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else 'no message'}){limit}") from None
+        limit = _address_space_limit()
+        raise RuntimeFailure(
+            f"cannot load torch ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else 'no message'}){limit}"
+            + (", which may be too small" if limit else "")
+        ) from None
 
 
 def make_engine(model: str | Path | None, device: str, compile: bool = False):
@@ -601,21 +606,10 @@ def main_options(
     pass
 
 
-def entry() -> int:
-    """The old console-script entry point; the program's is longqa.launch.entry."""
-    from longqa.launch import entry as launch_entry
-
-    return launch_entry()
-
-
 def _internal_error(e: BaseException) -> str:
     text = str(e).splitlines()[0][:200] if str(e).strip() else "no message"
     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        limit = "" if soft == resource.RLIM_INFINITY else f" (the address-space limit, ulimit -v, is {soft / 1e9:.1f} GB)"
-        return f"out of memory while {_doing[0]}{limit}"
+        return f"out of memory while {_doing[0]}{_address_space_limit()}"
     if isinstance(e, RecursionError):
         return f"input nested too deeply while {_doing[0]}"
     return f"internal error while {_doing[0]}: {type(e).__name__}: {text} (set LONGQA_DEBUG=1 for a traceback)"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from longqa.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Stop
 
@@ -46,3 +48,19 @@ def entry() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait while a file is written and renamed (a fraction of a second): an interrupt
+    lands before (the temporary file removed) or after (the new file in place), never in between;
+    and a line of answers is written whole or not at all."""
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (ValueError, OSError):  # not on this platform / thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -28,17 +28,15 @@ import math
 import os
 import re
 import secrets
-import signal
 import stat
 import struct
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from longqa.errors import InputError, RuntimeFailure, StateError, printable, show
+from longqa.launch import signals_held
 from longqa.questions import ENTITIES
 
 if TYPE_CHECKING:
@@ -169,7 +167,6 @@ def _canonical(blob: bytes) -> bytes:
 
 # ---- atomic writes ------------------------------------------------------------------------------
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _LEGACY_AGE = 600  # seconds: a temporary file of the old naming this old has no live writer
 
 
@@ -177,21 +174,6 @@ def temp_prefix(target: Path) -> str:
     """The name every temporary file of `target` starts with: hidden, and of fixed length, so that a
     target of any legal name (up to NAME_MAX) has a legal temporary name."""
     return f".longqa-{hashlib.sha256(os.fsencode(target.name)).hexdigest()[:16]}-"
-
-
-@contextmanager
-def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait while a file is written and renamed (a fraction of a second): an interrupt
-    lands before (the temporary file removed) or after (the new file in place), never in between."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    except (ValueError, OSError):  # not on this platform / thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _target(path: Path) -> tuple[Path, int | None]:

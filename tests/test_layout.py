@@ -35,14 +35,15 @@ def test_no_runtime_module_imports_the_lab() -> None:
     assert {p: m for p, m in offenders.items() if m} == {}
 
 
-def test_ask_and_memorize_load_no_lab_module(tiny_model: Path, tmp_path: Path) -> None:
+def test_ask_and_memorize_load_neither_the_lab_nor_transformers(tiny_model: Path, tmp_path: Path) -> None:
+    """The lab is not the runtime's, and transformers (seconds to import) comes only with `import longqa.hf`."""
     text = tmp_path / "t.txt"
     text.write_text(babi_text(50))
     code = (
         "import sys; from longqa.cli import main\n"
         f"codes = [main(['ask', {str(text)!r}, 'Where is Mary?', '-m', {str(tiny_model)!r}, '--device', 'cpu', '-q']),\n"
         f"         main(['memorize', {str(text)!r}, '--save', {str(tmp_path / 'm.pt')!r}, '-m', {str(tiny_model)!r}, '--device', 'cpu', '-q'])]\n"
-        "print(codes, sorted(m for m in sys.modules if m.startswith('longqa.lab')))"
+        "print(codes, sorted(m for m in sys.modules if m.startswith(('longqa.lab', 'longqa.hf', 'transformers'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "[0, 0] []", done.stderr[-2000:]

@@ -299,7 +299,7 @@ def test_signal_during_shutdown_is_ignored(sig: int) -> None:
     """A signal that lands after the command finished (its state, if any, already saved) must not print a
     traceback from an exit handler or end the process as killed: the command's own exit code stands."""
     code = (
-        "import atexit, os, sys; from longqa.cli import entry; "
+        "import atexit, os, sys; from longqa.launch import entry; "
         f"atexit.register(lambda: os.kill(os.getpid(), {int(sig)})); sys.argv = ['longqa', '--version']; sys.exit(entry())"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env(), timeout=60)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
@@ -68,8 +69,11 @@ class Questions:
             out.labels[j, : len(la)] = torch.tensor(la)
         return out
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Questions:
+        return Questions(*(fn(getattr(self, f.name)) for f in fields(self)))
+
     def select(self, index: torch.Tensor) -> Questions:
-        return Questions(*(getattr(self, f.name)[index] for f in fields(self)))
+        return self.map(lambda t: t[index])
 
 
 @dataclass
@@ -83,10 +87,10 @@ class Batch:
     mids: Questions
     task: torch.Tensor  # (len(finals),): index in babi.TASKS of each final question's example
 
-    def map(self, fn) -> Batch:
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """The batch with fn applied to every tensor (to a device, pinned...)."""
-        return Batch(*(fn(v) if isinstance(v, torch.Tensor) else v.__class__(*map(fn, (getattr(v, f.name) for f in fields(v))))
-                       for v in (getattr(self, f.name) for f in fields(self))))
+        parts = (getattr(self, f.name) for f in fields(self))
+        return Batch(*(v.map(fn) if isinstance(v, Questions) else fn(v) for v in parts))
 
     def to(self, device: torch.device) -> Batch:
         return self.map(lambda t: t.to(device, non_blocking=True))
