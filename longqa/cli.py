@@ -85,7 +85,7 @@ def _readable(command: click.Command | None) -> click.Command | None:
                 usage += "..."
             param._usage_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
         elif getattr(param, "param_type_name", None) == "option" and param.metavar is None and hasattr(param, "display_type_rich"):
-            # older typers have no display_type_rich: their help keeps typer's words there
+            # typer 0.28 (the GPU machine's image) has no display_type_rich: its help keeps typer's words there
             param.display_type_rich = lambda ctx, shown=param.display_type_rich: _type_word(shown(ctx))  # type: ignore[method-assign]
     return command
 
