@@ -234,8 +234,8 @@ class LossModule(nn.Module):
         # their element-wise work. Shapes are static within a stage; the question segments stay eager.
         self._compiled = torch.compile(self._segment, dynamic=False) if compile else self._segment
         if compile:
-            # Four graphs per batch size (first segment or not, full or ragged), and one process may cross
-            # several stages' batch sizes: past dynamo's default of 8 the rest would silently run eager.
+            # Two graphs per batch size (full or ragged segments), and one process may cross several stages'
+            # batch sizes: past dynamo's default of 8 the rest would silently run eager.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
 
     def _segment(self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor | None):
@@ -278,7 +278,10 @@ class LossModule(nn.Module):
                 sums["mid"] = sums["mid"] + loss
                 counts["mid"] += int(sel.sum())
 
-        memory = m.read_context(split_segments(b.ids, b.lengths, S), MemoryState(A0, z0), self.step, on_segment)
+        # The start memory as a leaf that asks for a gradient: then the first segment runs the same compiled graph
+        # as the others, and each start or new batch size compiles two graphs (full, ragged) instead of four.
+        start = MemoryState(A0.detach().requires_grad_(), z0.detach().requires_grad_())
+        memory = m.read_context(split_segments(b.ids, b.lengths, S), start, self.step, on_segment)
         inline, n_inline, mid, n_mid = sums["inline"], counts["inline"], sums["mid"], counts["mid"]
         final, guess, sel = self._answers(b.finals, memory)
         n_final = int(sel.sum())
