@@ -221,12 +221,15 @@ def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Pa
     assert grads.keys() == eager_grads.keys()
     for name in grads:
         torch.testing.assert_close(grads[name], eager_grads[name], rtol=1e-3, atol=1e-5, msg=name)
-    # Batches of other lengths reuse the graphs: two (full or ragged), the first segment's too. Once a stride
-    # guard compiled anew for every length, and past dynamo's limit training ran eager unnoticed.
+    # Batches of other lengths reuse the graphs: two for context segments (full or ragged), the first segment's
+    # too, and at most two for question segments (dynamo compiles dynamic shapes on the second shape it sees).
+    # Once a stride guard compiled anew for every length, and past dynamo's limit training ran eager unnoticed.
     others = (x for x in batches if x.ids.shape[1] not in (b.ids.shape[1], model.config.segment_len))
-    for other in [next(others), next(others)]:
+    for other in [next(others), next(others), next(others)]:
         compiled(other, *empty(model, other))[0].backward()
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    graphs = torch._dynamo.eval_frame._debug_get_cache_entry_list
+    assert len(graphs(LossModule._segment.__code__)) == 2
+    assert 1 <= len(graphs(LossModule._question.__code__)) <= 2
 
 
 def test_final_weight_gives_the_final_answers_their_own_share_of_the_loss(tmp_path: Path) -> None:

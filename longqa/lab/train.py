@@ -231,8 +231,10 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
         # A training step at this size is mostly kernel launches; compiled, a segment's forward and backward fuse
-        # their element-wise work. Shapes are static within a stage; the question segments stay eager.
+        # their element-wise work. Context segments have static shapes within a stage. Question segments come in
+        # any number and length, so theirs are dynamic: eager, they were most of a step's launches.
         self._compiled = torch.compile(self._segment, dynamic=False) if compile else self._segment
+        self._compiled_question = torch.compile(self._question, dynamic=True) if compile else self._question
         if compile:
             # Two graphs per batch size (full or ragged segments), and one process may cross several stages'
             # batch sizes: past dynamo's default of 8 the rest would silently run eager.
@@ -247,9 +249,13 @@ class LossModule(nn.Module):
         h, A, z = self._compiled(ids, memory.A, memory.z, lengths)
         return h, MemoryState(A, z)
 
+    def _question(self, ids: torch.Tensor, A: torch.Tensor, z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model.question_segment(ids, MemoryState(A, z), lengths)
+
     def _answers(self, q, memory: MemoryState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Summed loss, argmax and labels of question segments q, each reading its row of `memory`."""
-        h = self.model.question_segment(q.ids, memory.rows(q.row), q.lengths)
+        rows = memory.rows(q.row)
+        h = self._compiled_question(q.ids, rows.A, rows.z, q.lengths)
         sel = q.labels != IGNORE
         logits = self.model.logits(h[sel]).float()
         return F.cross_entropy(logits, q.labels[sel], reduction="sum"), logits.argmax(-1), sel
@@ -429,6 +435,22 @@ def new_model(cfg: TrainConfig, tok: Tokenizer) -> ARMTModel:
     return ARMTModel(ARMTConfig(vocab_size=tok.get_vocab_size(), **ids, **cfg.model))
 
 
+def train_step(net: nn.Module, model: ARMTModel, opt: torch.optim.Optimizer, b: Batch, start: MemoryState,
+               final_weight: float | None, clip: float) -> tuple[dict[str, torch.Tensor] | None, MemoryState]:
+    """One optimizer step on batch b: what the log averages (None if the gradient was not finite, and then no
+    step was taken), and the memory after the context, for carrying."""
+    with torch.autocast(b.ids.device.type, dtype=torch.bfloat16, enabled=b.ids.device.type == "cuda"):
+        loss, final_loss, exact, task, carried = net(b, start.A, start.z, final_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    # gnorm comes from the all-reduced gradients, so every rank takes the same branch.
+    if not torch.isfinite(gnorm):
+        return None, carried
+    opt.step()
+    return {"loss": loss.detach(), "final_loss": final_loss, "exact": exact.detach(), "task": task, "gnorm": gnorm.detach()}, carried
+
+
 def train(cfg: TrainConfig, max_minutes: float, log: Log = print) -> int:
     """Train until the curriculum ends, stop_at_step, or max_minutes pass; returns the step reached."""
     t0 = time.time()
@@ -475,16 +497,10 @@ def train(cfg: TrainConfig, max_minutes: float, log: Log = print) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr
             start = start_memory(model, stage.carry, carried, b.ids.shape[0], device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, final_loss, exact, task, carried = net(b, start.A, start.z, stage.final_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            result, carried = train_step(net, model, opt, b, start, stage.final_weight, cfg.clip)
             p.step += 1
-            # gnorm comes from the all-reduced gradients, so every rank takes the same branch.
-            if torch.isfinite(gnorm):
-                opt.step()
-                window.append({"loss": loss.detach(), "final_loss": final_loss, "exact": exact.detach(), "task": task, "gnorm": gnorm.detach()})
+            if result is not None:
+                window.append(result)
             else:  # one bad batch must not poison the weights (or the carried memories)
                 skipped, carried = skipped + 1, None
                 if skipped > MAX_SKIPPED:
