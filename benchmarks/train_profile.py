@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
     ap.add_argument("--profile-steps", type=int, default=5, help="steps under the profiler, after the timed ones")
     ap.add_argument("--eager-questions", action="store_true", help="also time with eager question segments")
+    ap.add_argument("--batch", type=int, help="examples per step instead of the stage's (a CPU try needs few)")
+    ap.add_argument("--workers", type=int, help="data-loader workers instead of the config's")
     ap.add_argument("--json")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: to try the script, not to time
@@ -94,6 +97,10 @@ def main() -> None:
     cfg = TrainConfig.from_json(args.config)
     progress = json.loads((Path(cfg.out) / "trainer.json").read_text())
     stage = progress["stage"] if args.stage is None else args.stage
+    if args.batch:
+        cfg.stages[stage] = replace(cfg.stages[stage], batch=args.batch)
+    if args.workers is not None:
+        cfg = replace(cfg, workers=args.workers)
     print(f"{name}; {cfg.out} at step {progress['step']}; stage {stage}")
     print("| questions compiled | s per step | data wait | GPU kernels | GPU busy | aten ops | kernels |")
     print("|---|---|---|---|---|---|---|")

@@ -121,7 +121,7 @@ def eval_(
     """Accuracy per task and length on generated BABILong-style documents (BABILong scoring)."""
     from rich.console import Console
 
-    from longqa.lab.eval import evaluate, length_name, plot, table, write_json
+    from longqa.lab.eval import evaluate, length_name, plot, qa5_breakdown, table, write_json
 
     task_list, length_list = _tasks(tasks), _lengths(lengths)
     if samples < 1:
@@ -142,6 +142,9 @@ def eval_(
     if rank > 0:  # rank 0 reports for all
         return
     Console().print(table(cells))
+    for cell in cells:  # the issue's QA5 target: every question form, and gives that are not the story's last
+        if cell.task == "qa5":
+            info(qa5_breakdown(cell), quiet)
     meta = {"model": str(resolve_model_dir(model)), "device": str(engine.device), "noise": noise or [noise_sample()], "seed": seed, "prefix": prefix_tokens}
     if json_out:
         write_json(cells, json_out, meta)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from longqa.distributed import gather_interleaved
 from longqa.engine import Engine
 from longqa.lab.generate import babi
+from longqa.lab.generate.babi_stories import parse_fact
 from longqa.lab.generate.haystack import Haystack, NoiseBank, build
 from longqa.questions import normalize_question
 
@@ -46,6 +47,29 @@ def mentioned_labels(task: str, facts: list[str], question: str) -> list[str]:
     asked = set(re.findall(r"[a-z]+", question.lower()))
     words = [w for f in facts for w in re.findall(r"[a-z]+", f.lower())]
     return [labels[w] for w in words if w in labels and w not in asked]
+
+
+def qa5_case(sample: babi.Sample) -> dict[str, int]:
+    """A QA5 question's form (its index in babi.QA5_FORMS), and how many facts and how many gives the story
+    tells after the give it asks about (the latest give the question matches)."""
+    gives = [(i, act[1:]) for i, act in enumerate(map(parse_fact, sample.facts)) if act[0] == "give"]
+    about = max(k for k, (_, g) in enumerate(gives) if sample.question in dict(babi.qa5_questions(g)))
+    at, give = gives[about]
+    form = [q for q, _ in babi.qa5_questions(give)].index(sample.question)
+    return {"form": form, "facts_after": len(sample.facts) - 1 - at, "gives_after": len(gives) - 1 - about}
+
+
+def qa5_breakdown(cell: Cell) -> str:
+    """A QA5 cell's accuracy per question form, and on the documents whose asked-about give is not the story's
+    last fact, or not its last give."""
+    docs = cell.documents
+
+    def acc(sel: list[dict]) -> str:
+        return f"{100 * sum(d['correct'] for d in sel) / len(sel):.1f} (n={len(sel)})" if sel else "– (n=0)"
+
+    forms = [f"'{form}' {acc([d for d in docs if d['form'] == k])}" for k, (form, _) in enumerate(babi.QA5_FORMS)]
+    return (f"qa5 {length_name(cell.length)} by form: {'; '.join(forms)}. Facts after the asked-about give: "
+            f"{acc([d for d in docs if d['facts_after'] > 0])}; gives after it: {acc([d for d in docs if d['gives_after'] > 0])}")
 
 
 def draw_documents(
@@ -89,11 +113,13 @@ def evaluate_cell(
     prefix_rng = random.Random(f"prefix-{seed}-{task}-{length}-{prefix}")
     last = rand = tokens = 0
     questions: list[tuple[str, str]] = []  # (question, expected) of every document
+    cases: list[dict] = []  # QA5: each document's question form and later gives (qa5_case)
     answers: list[str] = []  # every document's, whichever rank read it
     start = time.perf_counter()
     for samples, hays in draw_documents(bank, engine.tokenizer, task, length, n, seed, batch, wording):
         pre = [bank.run_ids(bank.sample_run(prefix_rng, prefix)) if prefix else [] for _ in samples]
         questions += [(s.question, s.answer) for s in samples]
+        cases += [qa5_case(s) if task == "qa5" else {} for s in samples]
         mine = list(range(rank, len(samples), world))
         said: list[str] = []
         if mine:
@@ -107,8 +133,8 @@ def evaluate_cell(
             rand += bool(mentioned) and base_rng.choice(sorted(set(mentioned))) == s.answer
             tokens += len(p) + h.n_tokens
     documents = [
-        {"question": q, "expected": e, "answer": a, "correct": babi.score(task, q, a, e)}
-        for (q, e), a in zip(questions, answers)
+        {"question": q, "expected": e, "answer": a, "correct": babi.score(task, q, a, e), **case}
+        for (q, e), a, case in zip(questions, answers, cases)
     ]
     correct = sum(d["correct"] for d in documents)
     return Cell(task, length, n, correct / n, last / n, rand / n, tokens / n, time.perf_counter() - start, documents)
