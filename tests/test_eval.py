@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from longqa import cli
-from longqa.lab.eval import Cell, qa5_breakdown, qa5_case
+from longqa.lab.eval import Cell, qa5_breakdown
 from longqa.lab.generate import babi
+from longqa.lab.generate.babi_stories import qa5_case
 
 SHIPPED = Path(__file__).parent.parent / "weights" / "longqa-armt-small"
 FACTS = ["Mary went to the kitchen.", "Mary got the milk.", "Mary gave the milk to Fred.",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from longqa.distributed import gather_interleaved
 from longqa.engine import Engine
 from longqa.lab.generate import babi
-from longqa.lab.generate.babi_stories import parse_fact
+from longqa.lab.generate.babi_stories import qa5_case
 from longqa.lab.generate.haystack import Haystack, NoiseBank, build
 from longqa.questions import normalize_question
 
@@ -47,16 +47,6 @@ def mentioned_labels(task: str, facts: list[str], question: str) -> list[str]:
     asked = set(re.findall(r"[a-z]+", question.lower()))
     words = [w for f in facts for w in re.findall(r"[a-z]+", f.lower())]
     return [labels[w] for w in words if w in labels and w not in asked]
-
-
-def qa5_case(sample: babi.Sample) -> dict[str, int]:
-    """A QA5 question's form (its index in babi.QA5_FORMS), and how many facts and how many gives the story
-    tells after the give it asks about (the latest give the question matches)."""
-    gives = [(i, act[1:]) for i, act in enumerate(map(parse_fact, sample.facts)) if act[0] == "give"]
-    about = max(k for k, (_, g) in enumerate(gives) if sample.question in dict(babi.qa5_questions(g)))
-    at, give = gives[about]
-    form = [q for q, _ in babi.qa5_questions(give)].index(sample.question)
-    return {"form": form, "facts_after": len(sample.facts) - 1 - at, "gives_after": len(gives) - 1 - about}
 
 
 def qa5_breakdown(cell: Cell) -> str:

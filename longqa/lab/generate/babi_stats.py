@@ -95,9 +95,8 @@ def stats(task: str, samples: Iterable[Sample]) -> dict[str, float]:
     c: Counter = Counter()
     for s in samples:
         w = World(babi.PEOPLE_QA5 if task == "qa5" else babi.PEOPLE)
-        give_at: list[int] = []  # the fact of each give
         named: set[str] = set()
-        for i, f in enumerate(s.facts):
+        for f in s.facts:
             act = babi_stories.parse_fact(f)
             kind = act[0]
             kinds[kind] += 1
@@ -107,8 +106,6 @@ def stats(task: str, samples: Iterable[Sample]) -> dict[str, float]:
                 there[kind, f.endswith(" there.")] += 1
             if kind == "get":
                 c["gets", act[1] not in w.loc] += 1
-            if kind == "give":
-                give_at.append(i)
             w.apply(act)
         lengths.append(len(s.facts))
         people.append(len(named & set(w.people)))
@@ -119,11 +116,10 @@ def stats(task: str, samples: Iterable[Sample]) -> dict[str, float]:
             o, room = s.question.removeprefix("Where was the ").rstrip("?").split(" before the ")
             c["qa3", w.obj_loc.get(o) == room] += 1
         if task == "qa5":
-            # the give it asks about: the latest whose slots the question names
-            g, k = max((i, k) for i, give in enumerate(w.gives) for k, (q, _) in enumerate(babi.qa5_questions(give)) if q == s.question)
-            forms[k] += 1
-            c["qa5 later give", g < len(w.gives) - 1] += 1
-            after_give.append(len(s.facts) - 1 - give_at[g])
+            case = babi_stories.qa5_case(s)
+            forms[case["form"]] += 1
+            c["qa5 later give", case["gives_after"] > 0] += 1
+            after_give.append(case["facts_after"])
     out: dict[str, float] = {"samples": len(lengths), **_quantiles("facts before the question", lengths)}
     total = sum(kinds.values())
     for kind in VERBS:
@@ -145,6 +141,7 @@ def stats(task: str, samples: Iterable[Sample]) -> dict[str, float]:
         out["asked about a room it has left"] = c["qa3", False] / len(lengths)
     if task == "qa5":
         out["asked about a give before the latest"] = c["qa5 later give", True] / len(lengths)
+        out["asked give not the last fact"] = sum(n > 0 for n in after_give) / len(lengths)
         out.update(_quantiles("facts after the asked give", after_give))
         for k, (form, _) in enumerate(QA5_FORMS):
             out[f'form "{form}"'] = _share(forms, k)

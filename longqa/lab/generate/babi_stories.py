@@ -30,6 +30,7 @@ from longqa.lab.generate.babi import (
     World,
     put_first,
     qa4_questions,
+    qa5_questions,
     questions,
 )
 from longqa.questions import OBJECTS, PEOPLE, PEOPLE_QA5, ROOMS
@@ -61,6 +62,16 @@ def parse_fact(sentence: str) -> Action:
         if m := rx.fullmatch(sentence):
             return (kind, *m.groups())
     raise ValueError(f"not a bAbI fact: {sentence!r}")
+
+
+def qa5_case(sample: Sample) -> dict[str, int]:
+    """A QA5 question's form (its index in babi.QA5_FORMS), and how many facts and how many gives the story
+    tells after the give it asks about (the latest give the question matches)."""
+    gives = [(i, act[1:]) for i, act in enumerate(map(parse_fact, sample.facts)) if act[0] == "give"]
+    about = max(k for k, (_, g) in enumerate(gives) if sample.question in dict(qa5_questions(g)))
+    at, give = gives[about]
+    form = [q for q, _ in qa5_questions(give)].index(sample.question)
+    return {"form": form, "facts_after": len(sample.facts) - 1 - at, "gives_after": len(gives) - 1 - about}
 
 
 @dataclass(frozen=True)
