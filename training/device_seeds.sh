@@ -6,8 +6,8 @@
 set -uo pipefail
 config=$1 minutes=$2
 shift 2
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH=.
-run=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
+. "$(dirname "$0")/device_lib.sh"
+run=$(run_of "$config")
 ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1
 i=0

@@ -9,9 +9,8 @@
 # Usage: training/device_train.sh CONFIG MINUTES [EVAL_LENGTHS]      (then, here: training/take_back.sh)
 set -uo pipefail
 config=$1 minutes=$2 eval_lengths=${3:-}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH=.  # longqa is not installed there
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # KINDS.md: never multicast
-run=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['out'])" "$config")
+. "$(dirname "$0")/device_lib.sh"
+run=$(run_of "$config")
 ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1
 step_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$1" 2>/dev/null || echo -1; }
@@ -25,8 +24,7 @@ status=0
 torchrun --standalone --nproc_per_node="$ngpu" -m longqa train "$config" --max-minutes "$minutes" || status=$?
 if [ -n "$eval_lengths" ] && [ "$status" = 0 ]; then
   python3 -m longqa export "$run" /tmp/export
-  python3 -m longqa eval -m /tmp/export --lengths "$eval_lengths" -n 200 --batch 200 --compile \
-    --noise .data/carry/noise/fortunes.txt.xz --noise .data/carry/noise/perldoc.txt.xz --json "$run/eval.json" || status=$?
+  heldout_eval /tmp/export "$eval_lengths" 200 200 "$run/eval.json" || status=$?
 fi
 rm -rf "$live" && mkdir -p "$live" && cp "$run"/* "$live/"
 cp "$run"/*.safetensors "$OUT/"
