@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from longqa.lab.train import Batches, LossModule, TrainConfig, load_run_model, start_memory, train_step
+from longqa.lab.train import LossModule, TrainConfig, load_run_model, stage_loader, start_memory, train_step
 
 
 def run_steps(loss_mod: LossModule, opt: torch.optim.Optimizer, data, stage, clip: float, n: int,
@@ -51,12 +51,7 @@ def measure(cfg: TrainConfig, stage_index: int, start_step: int, eager_questions
     if eager_questions:
         loss_mod._compiled_question = loss_mod._question
     stage = cfg.stages[stage_index]
-    loader = torch.utils.data.DataLoader(
-        Batches(cfg, stage, None, model.config.segment_len, model.config.pad_token_id, 0, 1, start_step),
-        batch_size=None, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if cfg.workers else None,
-    )
-    data = iter(loader)
+    data = iter(stage_loader(cfg, stage, None, model.config, 0, 1, start_step, device))
     run_steps(loss_mod, opt, data, stage, cfg.clip, warmup, device)  # compiles every graph the stage needs
     sync(device)
     t = time.perf_counter()

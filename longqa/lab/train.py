@@ -223,6 +223,16 @@ class Batches(torch.utils.data.IterableDataset):
             step += nw
 
 
+def stage_loader(cfg: TrainConfig, stage: Stage, task_weights: list[float] | None, config: ARMTConfig, rank: int,
+                 world: int, start: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """The stage's batches from step `start` on, made by cfg.workers processes."""
+    return torch.utils.data.DataLoader(
+        Batches(cfg, stage, task_weights, config.segment_len, config.pad_token_id, rank, world, start),
+        batch_size=None, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if cfg.workers else None,
+    )
+
+
 # ---- loss -----------------------------------------------------------------------------------------
 class LossModule(nn.Module):
     """Full backprop through every segment of the batch; DDP wraps this so that all parameters sync."""
@@ -484,11 +494,7 @@ def train(cfg: TrainConfig, max_minutes: float, log: Log = print) -> int:
 
     while p.stage < len(cfg.stages) and p.step < end and not out_of_time():
         stage = cfg.stages[p.stage]
-        data = torch.utils.data.DataLoader(
-            Batches(cfg, stage, p.task_weights, model.config.segment_len, model.config.pad_token_id, rank, world, p.step),
-            batch_size=None, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-            prefetch_factor=4 if cfg.workers else None,
-        )
+        data = stage_loader(cfg, stage, p.task_weights, model.config, rank, world, p.step, device)
         window: list[dict] = []
         last = time.time()
         for batch in data:
