@@ -1,5 +1,5 @@
-"""Where a training step's time goes, at a run's current stage: wall time, time waiting for data, GPU kernel
-time, and how many operators and kernels the host launches per step.
+"""Where a training step's time goes, at a run's current stage: the warm-up steps' time (compiling), wall time
+per step, time waiting for data, GPU kernel time, and how many operators and kernels the host launches per step.
 
 A step of this small model may be bound by the host (Python, operator dispatch, kernel launches) rather than
 the GPU; the GPU-busy share says which. The run's weights are loaded from its folder (nothing is written
@@ -52,8 +52,10 @@ def measure(cfg: TrainConfig, stage_index: int, start_step: int, eager_questions
         loss_mod._compiled_question = loss_mod._question
     stage = cfg.stages[stage_index]
     data = iter(stage_loader(cfg, stage, None, model.config, 0, 1, start_step, device))
+    t = time.perf_counter()
     run_steps(loss_mod, opt, data, stage, cfg.clip, warmup, device)  # compiles every graph the stage needs
     sync(device)
+    warmup_sec = time.perf_counter() - t
     t = time.perf_counter()
     waited = run_steps(loss_mod, opt, data, stage, cfg.clip, steps, device)
     sync(device)
@@ -66,7 +68,7 @@ def measure(cfg: TrainConfig, stage_index: int, start_step: int, eager_questions
     gpu = sum(e.device_time for e in kernels) / 1e6 / profile_steps  # device_time is in microseconds
     cell = {
         "stage": stage_index, "batch": cfg.step_batch(stage), "max_segments": stage.max_segments,
-        "questions_compiled": cfg.compile and not eager_questions, "sec_per_step": wall, "data_wait_per_step": waited / steps,
+        "questions_compiled": cfg.compile and not eager_questions, "warmup_sec": warmup_sec, "sec_per_step": wall, "data_wait_per_step": waited / steps,
         "gpu_kernel_sec_per_step": gpu, "gpu_busy": gpu / wall,
         "aten_ops_per_step": sum(e.name.startswith("aten::") for e in events) / profile_steps,
         "kernels_per_step": len(kernels) / profile_steps,
@@ -97,22 +99,22 @@ def main() -> None:
     if args.workers is not None:
         cfg = replace(cfg, workers=args.workers)
     print(f"{name}; {cfg.out} at step {progress['step']}; stage {stage}")
-    print("| questions compiled | s per step | data wait | GPU kernels | GPU busy | aten ops | kernels |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| questions compiled | {args.warmup} warm-up steps, compiling (s) | s per step | data wait | GPU kernels | GPU busy | aten ops | kernels |")
+    print("|---|---|---|---|---|---|---|---|")
     cells = []
     for eager_questions in (False, True) if args.eager_questions else (False,):
         torch._dynamo.reset()
         cell, table = measure(cfg, stage, progress["step"], eager_questions, args.warmup, args.steps,
                               args.profile_steps, device)
         cells.append(cell)
-        print(f"| {'yes' if cell['questions_compiled'] else 'no'} | {cell['sec_per_step']:.3f} | {cell['data_wait_per_step']:.3f}"
+        print(f"| {'yes' if cell['questions_compiled'] else 'no'} | {cell['warmup_sec']:.1f} | {cell['sec_per_step']:.3f} | {cell['data_wait_per_step']:.3f}"
               f" | {cell['gpu_kernel_sec_per_step']:.3f} | {cell['gpu_busy']:.0%} | {cell['aten_ops_per_step']:,.0f}"
               f" | {cell['kernels_per_step']:,.0f} |", flush=True)
         if not eager_questions:
             print(table, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "config": args.config, "step": progress["step"],
-                                               "cells": cells}, indent=1))
+        if args.json:  # after every cell: a call cut short by its time limit still returns what was measured
+            Path(args.json).write_text(json.dumps({"device": name, "config": args.config, "step": progress["step"],
+                                                   "cells": cells}, indent=1))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from longqa.input.text import GEN
 from longqa.lab.generate import babi
-from longqa.lab.generate.examples import IGNORE, ExampleMaker, collate
+from longqa.lab.generate.examples import IGNORE, QUESTION_WIDTH_STEP, ExampleMaker, Questions, collate
 from longqa.lab.generate.haystack import NoiseBank
 from longqa.lab.train import Stage
 
@@ -110,6 +110,20 @@ def test_collate_pads_contexts_to_whole_segments_and_names_each_questions_row(ma
     assert b.task.tolist() == [babi.TASKS.index(e.task) for e in examples for _ in e.finals]
     for i, e in enumerate(examples):
         assert b.ids[i, : len(e.ids)].tolist() == e.ids and (b.ids[i, len(e.ids) :] == 0).all()
+
+
+def test_question_segments_are_padded_to_a_few_widths_each_row_keeping_its_length() -> None:
+    # Compiled training compiles a question graph per width: batches whose longest questions differ by a token
+    # or two must share one.
+    def rows(longest: int) -> list[tuple[int, int, list[int], list[int]]]:
+        return [(0, -1, [5] * 4, [IGNORE] * 3 + [7]), (1, -1, [6] * longest, [IGNORE] * (longest - 1) + [8])]
+
+    widths = {n: Questions.of(rows(n), 0).ids.shape[1] for n in range(1, 3 * QUESTION_WIDTH_STEP + 1)}
+    assert all(n <= w < n + QUESTION_WIDTH_STEP and w % QUESTION_WIDTH_STEP == 0 for n, w in widths.items())
+    assert len(set(widths.values())) == 3
+    q = Questions.of(rows(9), 0)
+    assert q.lengths.tolist() == [4, 9]
+    assert q.ids[1, :9].tolist() == [6] * 9 and (q.ids[1, 9:] == 0).all() and (q.labels[1, 9:] == IGNORE).all()
 
 
 @pytest.mark.parametrize("dense", [1.0, 0.0])

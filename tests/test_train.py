@@ -232,6 +232,17 @@ def test_a_compiled_segment_step_gives_the_eager_loss_and_gradients(tmp_path: Pa
     assert 1 <= len(graphs(LossModule._question.__code__)) <= 2
 
 
+def test_padding_question_segments_to_their_width_step_changes_no_loss(tmp_path: Path) -> None:
+    # examples.QUESTION_WIDTH_STEP pads question segments for the compiler's sake; what they answer must not move.
+    model, batches = tiny_model_and_batches(tiny_config(tmp_path, [Stage(steps=1, max_segments=2, dense=0.5, segment_questions=1.0)]))
+    b = next(x for x in batches if len(x.mids.lengths))
+    trim = replace(b, finals=b.finals.map(lambda t: t[:, : int(b.finals.lengths.max())] if t.dim() == 2 else t),
+                   mids=b.mids.map(lambda t: t[:, : int(b.mids.lengths.max())] if t.dim() == 2 else t))
+    assert trim.mids.ids.shape[1] < b.mids.ids.shape[1]
+    loss_mod = LossModule(model, False)
+    torch.testing.assert_close(loss_mod(b, *empty(model, b))[0], loss_mod(trim, *empty(model, trim))[0])
+
+
 def test_final_weight_gives_the_final_answers_their_own_share_of_the_loss(tmp_path: Path) -> None:
     model, batches = tiny_model_and_batches(tiny_config(tmp_path, [Stage(steps=1, max_segments=3, dense=1.0)]))
     b = next(batches)

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from longqa.lab.train import Stage
 
 IGNORE = -100  # label of a position that is not supervised (torch's cross_entropy default)
+# Question segments are padded to a multiple of this width. Compiled training specializes its question graph on
+# the width (its backward does, even with dynamic shapes), so every new longest question compiled a new graph
+# mid-run; a few widths mean a few graphs. Padding is exact: keys past a row's length are masked, and the
+# causal convolution and attention never look right.
+QUESTION_WIDTH_STEP = 8
 Tokens = tuple[list[int], list[int]]  # token ids, labels
 
 
@@ -56,7 +61,8 @@ class Questions:
     @classmethod
     def of(cls, rows: list[tuple[int, int, list[int], list[int]]], pad: int) -> Questions:
         """From (context row, segment, ids, labels) tuples."""
-        Q = max((len(q) for _, _, q, _ in rows), default=1)
+        longest = max((len(q) for _, _, q, _ in rows), default=1)
+        Q = -(-longest // QUESTION_WIDTH_STEP) * QUESTION_WIDTH_STEP
         out = cls(
             torch.full((len(rows), Q), pad),
             torch.full((len(rows), Q), IGNORE),
